@@ -1,0 +1,1 @@
+"""Built-in evaluators: saliency (Acc / IoU / max F-beta / MAE) and CorLoc."""

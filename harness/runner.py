@@ -1,0 +1,316 @@
+"""``harness run``: dataset -> method -> post-processors -> evaluators -> run directory.
+
+Masks are cached per image (uint8 PNG) under a key that hashes everything that determines
+them, so a second run with other post-processors or evaluators re-uses them and an
+interrupted run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.api import Prediction, RunContext, Sample
+from harness.cache import MaskCache, array_digest, default_cache_dir, quantize_mask, stable_hash
+from harness.errors import HarnessError
+from harness.evaluators.protocol import PROTOCOL_NAME, PROTOCOL_VERSION
+from harness.registry import Registry, get_registry
+from harness.results import SCHEMA_VERSION, environment_versions, git_sha, utc_now, write_run_files
+from harness.storage import check_writable
+
+log = logging.getLogger(__name__)
+
+# masks a hair outside [0, 1] (float round-off) are clipped; anything further is a bug
+_RANGE_TOLERANCE = 1e-3
+
+
+@dataclass
+class RunSpec:
+    """Everything ``harness run`` was asked to do (the command line, parsed)."""
+
+    method: str
+    dataset: str
+    posts: list[str] = field(default_factory=list)
+    post_args: list[dict[str, Any]] = field(default_factory=list)
+    evaluators: list[str] | None = None
+    data_root: str | None = None
+    backbone: str | None = None
+    weights: str | None = None
+    method_args: dict[str, Any] = field(default_factory=dict)
+    dataset_args: dict[str, Any] = field(default_factory=dict)
+    limit: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    batch_size: int = 1
+    out: Path = Path("runs")
+    name: str | None = None
+    cache_dir: Path | None = None
+    progress: bool | None = None
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    results: dict[str, Any]
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; reject an unavailable ``cuda``."""
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise HarnessError(f"--device {device!r}: use cpu, cuda, cuda:N or auto")
+    if device == "cpu":
+        return device
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        raise HarnessError(f"--device {device}: no CUDA device is available here; use --device cpu")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    if "torch" in sys.modules:
+        import torch
+
+        torch.manual_seed(seed)
+
+
+def validate_prediction(output: Any, sample: Sample, owner: str) -> Prediction:
+    """Check a method's or post-processor's output: right size, finite, within [0, 1]."""
+    if not isinstance(output, Prediction):
+        output = Prediction(output)
+    mask = output.mask
+    if hasattr(mask, "detach"):  # a torch tensor
+        mask = mask.detach().float().cpu().numpy()
+    mask = np.asarray(mask, dtype=np.float32)
+    expected = sample.image.shape[:2]
+    if mask.shape != expected:
+        raise HarnessError(
+            f"{owner} returned a mask of shape {mask.shape} for image {sample.id!r} of size "
+            f"{expected}; masks must be (H, W) at the image's size"
+        )
+    if not np.isfinite(mask).all():
+        raise HarnessError(
+            f"{owner} produced {np.count_nonzero(~np.isfinite(mask))} NaN or infinite values "
+            f"for image {sample.id!r}; nothing was written for it"
+        )
+    low, high = float(mask.min()), float(mask.max())
+    if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
+        raise HarnessError(
+            f"{owner} produced values from {low:.4g} to {high:.4g} for image {sample.id!r}; "
+            f"soft masks must lie in [0, 1]"
+        )
+    return Prediction(np.clip(mask, 0.0, 1.0), output.box)
+
+
+def _chunks(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Runner:
+    """Builds the plugins of a :class:`RunSpec`, checks everything up front, then runs."""
+
+    def __init__(self, spec: RunSpec, registry: Registry | None = None):
+        self.spec = spec
+        self.registry = registry or get_registry()
+        if spec.limit is not None and spec.limit < 1:
+            raise HarnessError(f"--limit {spec.limit}: give a positive number of images")
+        if spec.batch_size < 1:
+            raise HarnessError(f"--batch-size {spec.batch_size}: give a positive number")
+        if len(spec.post_args) not in (0, len(spec.posts)):
+            raise HarnessError("--post-args: give one set per --post, in the same order")
+        reg = self.registry
+        self.dataset = reg.create("dataset", spec.dataset, spec.dataset_args, root=spec.data_root)
+        eval_names = spec.evaluators or list(self.dataset.default_evaluators)
+        self.evaluators = [reg.create("evaluator", name) for name in eval_names]
+        self.method = reg.create("method", spec.method, spec.method_args)
+        self.backbone = self._make_backbone()
+        post_args = spec.post_args or [{} for _ in spec.posts]
+        self.posts = [reg.create("post", name, args) for name, args in zip(spec.posts, post_args)]
+
+    def _make_backbone(self):
+        spec, method = self.spec, self.method
+        if not method.uses_backbone:
+            if spec.backbone or spec.weights:
+                raise HarnessError(
+                    f"method {method.name!r} does not use a backbone; drop --backbone/--weights"
+                )
+            return None
+        name = spec.backbone or method.default_backbone
+        if name is None:
+            raise HarnessError(f"method {method.name!r} needs --backbone NAME (see `harness list backbones`)")
+        return self.registry.create("backbone", name, weights=spec.weights)
+
+    # ---- identity and paths ------------------------------------------------------------
+    def method_identity(self) -> dict[str, Any]:
+        """Everything that determines the method's masks (not the post chain)."""
+        return {
+            "method": self.method.identity(),
+            "token": self.method.cache_token(),
+            "backbone": self.backbone.identity() if self.backbone else None,
+        }
+
+    def config(self) -> dict[str, Any]:
+        ident = self.method_identity()
+        return {
+            "method": ident["method"],
+            "method_token": ident["token"],
+            "backbone": ident["backbone"],
+            "posts": [post.identity() for post in self.posts],
+            "dataset": self.dataset.identity(),
+            "evaluators": [ev.identity() for ev in self.evaluators],
+            "limit": self.spec.limit,
+            "seed": self.spec.seed,
+        }
+
+    def run_name(self, config: dict[str, Any]) -> str:
+        if self.spec.name:
+            return self.spec.name
+        chain = "".join(f"+{post.name}" for post in self.posts)
+        backbone = f"-{self.backbone.name}" if self.backbone else ""
+        return f"{self.dataset.name}-{self.method.name}{backbone}{chain}-{stable_hash(config, 8)}"
+
+    # ---- the run ---------------------------------------------------------------------
+    def run(self) -> RunResult:
+        spec = self.spec
+        started = time.perf_counter()
+        ids = self.dataset.ids()
+        if not ids:
+            raise HarnessError(f"dataset {self.dataset.name!r} has no images")
+        if spec.limit is not None:
+            ids = ids[: spec.limit]
+        self._check_labels()
+        device = resolve_device(spec.device)
+        seed_everything(spec.seed)
+        config = self.config()
+        run_dir = check_writable(Path(spec.out) / self.run_name(config))
+        cache_root = check_writable(spec.cache_dir or default_cache_dir())
+        progress = spec.progress if spec.progress is not None else None
+        context = RunContext(device, spec.seed, spec.batch_size, cache_root, self.backbone, progress is not False)
+        for ev in self.evaluators:
+            ev.reset()
+        rows, stats = self._loop(ids, context, cache_root, progress)
+        metrics: dict[str, Any] = {}
+        for ev in self.evaluators:
+            for key, value in ev.summarize().items():
+                metrics.setdefault(key, value)
+            ev.artifacts(run_dir)
+        stats["total_s"] = round(time.perf_counter() - started, 3)
+        results = {
+            "schema_version": SCHEMA_VERSION,
+            "run": run_dir.name,
+            "created": utc_now(),
+            "config": config,
+            "protocol": {"name": PROTOCOL_NAME, "version": PROTOCOL_VERSION},
+            "versions": environment_versions([self.registry_source(p) for p in self._plugins()]),
+            "weights_digest": self.backbone.weights_digest if self.backbone else None,
+            "seed": spec.seed,
+            "device": device,
+            "batch_size": spec.batch_size,
+            "git_sha": git_sha(),
+            "counts": {"images": len(ids), **{k: v for k, v in stats.items() if k.startswith("n_")}},
+            "timings": {k: v for k, v in stats.items() if k.endswith("_s")},
+            "metrics": metrics,
+        }
+        write_run_files(run_dir, results, rows)
+        return RunResult(run_dir, metrics, results)
+
+    def _plugins(self) -> list:
+        return [self.dataset, self.method, *self.posts, *self.evaluators] + (
+            [self.backbone] if self.backbone else []
+        )
+
+    def registry_source(self, plugin) -> str:
+        entry = next(e for e in self.registry.entries(plugin.kind) if e.name == plugin.name)
+        return f"{plugin.kind} {plugin.name}: {entry.source}"
+
+    def _check_labels(self) -> None:
+        for ev in self.evaluators:
+            if ev.requires not in self.dataset.labels:
+                raise HarnessError(
+                    f"evaluator {ev.name!r} needs ground-truth {ev.requires}, which dataset "
+                    f"{self.dataset.name!r} does not provide; choose another --eval"
+                )
+
+    def _loop(self, ids: list[str], context: RunContext, cache_root: Path, progress) -> tuple[list, dict]:
+        from tqdm.auto import tqdm
+
+        method_hash = stable_hash(self.method_identity())
+        post_chain = [post.identity() for post in self.posts]
+        masks = MaskCache(cache_root, "masks")
+        posted = MaskCache(cache_root, "post")
+        ready = {"method": False, "posts": False}
+        stats = {"n_computed": 0, "n_cached": 0, "predict_s": 0.0, "post_s": 0.0, "eval_s": 0.0}
+        rows: list[dict[str, Any]] = []
+        bar = tqdm(total=len(ids), desc=f"{self.method.name} on {self.dataset.name}", unit="img",
+                   disable=None if progress is None else not progress)
+        for batch_ids in _chunks(ids, context.batch_size):
+            samples = [self.dataset.load(sample_id) for sample_id in batch_ids]
+            keys = [stable_hash([method_hash, s.id, array_digest(s.image)]) for s in samples]
+            found = [masks.get(k) if self.method.cacheable else None for k in keys]
+            missing = [j for j, hit in enumerate(found) if hit is None]
+            stats["n_cached"] += len(samples) - len(missing)
+            if missing:
+                t0 = time.perf_counter()
+                if not ready["method"]:
+                    self.method.setup(context)
+                    ready["method"] = True
+                outputs = self.method.predict_batch([samples[j].without_labels() for j in missing])
+                if len(outputs) != len(missing):
+                    raise HarnessError(f"method {self.method.name!r} returned {len(outputs)} masks for {len(missing)} images")
+                for j, output in zip(missing, outputs):
+                    pred = validate_prediction(output, samples[j], f"method {self.method.name!r}")
+                    found[j] = (quantize_mask(pred.mask), pred.box)
+                    if self.method.cacheable:
+                        masks.put(keys[j], *found[j])
+                stats["n_computed"] += len(missing)
+                stats["predict_s"] += time.perf_counter() - t0
+            for sample, key, (mask_u8, box) in zip(samples, keys, found):
+                if self.posts:
+                    t0 = time.perf_counter()
+                    if not ready["posts"]:
+                        for post in self.posts:
+                            post.setup(context)
+                        ready["posts"] = True
+                    mask_u8 = self._post_process(sample, mask_u8, stable_hash([key, post_chain]), posted)
+                    box = None  # a post-processed mask defines its own box
+                    stats["post_s"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                prediction = Prediction(mask_u8.astype(np.float32) / 255.0, box)
+                row: dict[str, Any] = {"id": sample.id}
+                for ev in self.evaluators:
+                    row.update(ev.process(sample, prediction))
+                rows.append(row)
+                stats["eval_s"] += time.perf_counter() - t0
+            bar.update(len(samples))
+        bar.close()
+        for key in ("predict_s", "post_s", "eval_s"):
+            stats[key] = round(stats[key], 3)
+        return rows, stats
+
+    def _post_process(self, sample: Sample, mask_u8: np.ndarray, key: str, cache: MaskCache) -> np.ndarray:
+        hit = cache.get(key)
+        if hit is not None:
+            return hit[0]
+        mask = mask_u8.astype(np.float32) / 255.0
+        for post in self.posts:
+            mask = validate_prediction(post(sample.image, mask), sample, f"post-processor {post.name!r}").mask
+        mask_u8 = quantize_mask(mask)
+        cache.put(key, mask_u8)
+        return mask_u8
+
+
+def run(spec: RunSpec, registry: Registry | None = None) -> RunResult:
+    """Run one evaluation; see :class:`RunSpec`."""
+    return Runner(spec, registry).run()

@@ -1,0 +1,1 @@
+"""Built-in method and post-processor plugins (imported as ``harness.methods``)."""
