@@ -237,6 +237,10 @@ class Method(Plugin):
     #: Whether ``harness train`` applies.
     trainable: ClassVar[bool] = False
 
+    def preferred_backbone(self) -> str | None:
+        """The backbone used when ``--backbone`` is not given (a checkpoint may decide)."""
+        return self.default_backbone
+
     def setup(self, context: RunContext) -> None:
         """Load models; called once before the first prediction."""
 

@@ -21,8 +21,9 @@ def harness_backbones():
 @hookimpl
 def harness_methods():
     from harness.methods.center_prior import CenterPrior
+    from harness.methods.sempart import Sempart, SempartCrop
 
-    return [CenterPrior]
+    return [CenterPrior, Sempart, SempartCrop]
 
 
 @hookimpl

@@ -147,7 +147,7 @@ class Runner:
                     f"method {method.name!r} does not use a backbone; drop --backbone/--weights"
                 )
             return None
-        name = spec.backbone or method.default_backbone
+        name = spec.backbone or method.preferred_backbone()
         if name is None:
             raise HarnessError(f"method {method.name!r} needs --backbone NAME (see `harness list backbones`)")
         return self.registry.create("backbone", name, weights=spec.weights)

@@ -12,9 +12,10 @@ from harness.cli.base import Command
 from harness.cli.list_cmd import ListCommand
 from harness.cli.report_cmd import ReportCommand
 from harness.cli.run_cmd import RunCommand
+from harness.cli.train_cmd import TrainCommand
 from harness.errors import HarnessError
 
-COMMANDS: list[type[Command]] = [ListCommand, RunCommand, ReportCommand]
+COMMANDS: list[type[Command]] = [ListCommand, RunCommand, TrainCommand, ReportCommand]
 
 
 class _VersionAction(argparse.Action):

@@ -1,0 +1,1 @@
+"""Training machinery shared by every trainable method: the loop, checkpoints, distribution."""

@@ -1,0 +1,53 @@
+"""Checkpoints: written atomically, validated on load with one clear error."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.storage import atomic_write_bytes
+
+FORMAT = "harness-checkpoint"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Serialise ``payload`` (tensors and plain values) to ``path`` atomically."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | Path, methods: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`.
+
+    Parameters
+    ----------
+    path : path
+        The checkpoint file.
+    methods : tuple of str, optional
+        The method names it may come from; another method's checkpoint is an error.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        raise HarnessError(
+            f"{path} is not a harness checkpoint (it cannot be loaded: {type(exc).__name__}); "
+            f"pass the checkpoint_last.pt that `harness train` wrote"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise HarnessError(f"{path} is not a harness checkpoint; pass the checkpoint_last.pt that `harness train` wrote")
+    if methods is not None and payload.get("method") not in methods:
+        raise HarnessError(
+            f"{path} is a checkpoint of method {payload.get('method')!r}, not of {' or '.join(methods)}; "
+            f"use --method {payload.get('method')}"
+        )
+    return payload
