@@ -1,0 +1,216 @@
+"""The guided filter (trick 1): OpenCV parity on ECSSD, border rule, behaviour, dtypes, plugin."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from harness.errors import HarnessError
+from harness.imageio import read_image, read_mask
+from harness.methods.guided_filter import GuidedFilter, box_mean, guided_filter
+from harness.registry import Registry
+
+R, EPS = 9, 1e-3  # the Two Tricks paper's settings
+ECSSD_IDS = ["0005", "0205", "0405", "0600", "0800"]
+
+
+def _t(array: np.ndarray, dtype=torch.float32) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array)).to(dtype)[None, None]
+
+
+def _ecssd(root, stem):
+    """An ECSSD image, its grey guide in [0, 1], and a soft mask (blurred GT plus noise)."""
+    import cv2
+
+    image = read_image(root / "images" / f"{stem}.jpg")
+    gt = read_mask(root / "ground_truth_mask" / f"{stem}.png").astype(np.float32) / 255
+    rng = np.random.default_rng(int(stem))
+    soft = cv2.GaussianBlur(gt, (0, 0), 8) + 0.1 * rng.standard_normal(gt.shape).astype(np.float32)
+    return image, image.astype(np.float32).mean(-1) / 255, np.clip(soft, 0, 1)
+
+
+def _naive_guided_filter(guide: np.ndarray, p: np.ndarray, r: int, eps: float) -> np.ndarray:
+    """He et al.'s definition, window by window: means over the pixels inside the image."""
+    h, w = guide.shape
+
+    def window(y, x):
+        return slice(max(0, y - r), y + r + 1), slice(max(0, x - r), x + r + 1)
+
+    a = np.empty((h, w))
+    b = np.empty((h, w))
+    for y in range(h):
+        for x in range(w):
+            gi, pi = guide[window(y, x)], p[window(y, x)]
+            a[y, x] = ((gi * pi).mean() - gi.mean() * pi.mean()) / (gi.var() + eps)
+            b[y, x] = pi.mean() - a[y, x] * gi.mean()
+    q = np.empty((h, w))
+    for y in range(h):
+        for x in range(w):
+            q[y, x] = a[window(y, x)].mean() * guide[y, x] + b[window(y, x)].mean()
+    return q
+
+
+# ---- parity with OpenCV ----------------------------------------------------------------
+def test_matches_opencv_ximgproc_in_the_interior_of_real_images(ecssd_root):
+    """Equal to 1e-4 at least 2r pixels from the border; the border band differs by design.
+
+    OpenCV's ``cv2.ximgproc.guidedFilter`` takes the radius as we do (windows of 2r+1) and
+    adds ``eps`` to the variance of the guide on the guide's own scale: a float32 guide in
+    [0, 1] takes eps = 1e-3 as is. Its window means reflect the image at the border
+    (BORDER_REFLECT) while ours average only the pixels inside, so within 2r of the border
+    (where the second round of means still sees the border) the two differ: by up to 0.040 on
+    these five images (0.0075, 0.011, 0.040, 0.026, 0.014), never more than 0.05.
+    """
+    import cv2
+
+    border_max = []
+    for stem in ECSSD_IDS:
+        _, guide, soft = _ecssd(ecssd_root, stem)
+        ours = guided_filter(_t(guide), _t(soft), R, EPS)[0, 0].numpy()
+        ref = cv2.ximgproc.guidedFilter(guide, soft, R, EPS)
+        diff = np.abs(ours - ref)
+        assert diff[2 * R : -2 * R, 2 * R : -2 * R].max() < 1e-4, stem
+        band = diff.copy()
+        band[2 * R : -2 * R, 2 * R : -2 * R] = 0
+        border_max.append(band.max())
+    assert max(border_max) < 0.05
+    assert min(border_max) > 1e-3  # the border rules really are different
+
+
+def test_opencv_eps_is_on_the_uint8_scale_for_uint8_guides(ecssd_root):
+    """With a uint8 guide (0..255) OpenCV needs eps * 255^2 to match eps on the [0, 1] guide."""
+    import cv2
+
+    image, _, soft = _ecssd(ecssd_root, "0205")
+    green = image[..., 1]  # an exact uint8 guide (the RGB mean is not an integer)
+    ref = cv2.ximgproc.guidedFilter(green, soft, R, EPS * 255**2)
+    ours = guided_filter(_t(green / 255.0), _t(soft), R, EPS)[0, 0].numpy()
+    assert np.abs(ours - ref)[2 * R : -2 * R, 2 * R : -2 * R].max() < 1e-4
+
+
+# ---- definition and border rule -----------------------------------------------------------
+@pytest.mark.parametrize("shape,r", [((13, 17), 3), ((13, 17), 9), ((1, 1), 9), ((1, 12), 2), ((7, 1), 9), ((3, 4), 0)])
+def test_equals_the_window_by_window_definition_everywhere(shape, r):
+    """Borders, images smaller than the window and r = 0 follow the valid-count definition."""
+    rng = np.random.default_rng(sum(shape) + r)
+    guide, p = rng.random(shape), rng.random(shape)
+    ours = guided_filter(_t(guide, torch.float64), _t(p, torch.float64), r, 1e-2)[0, 0].numpy()
+    np.testing.assert_allclose(ours, _naive_guided_filter(guide, p, r, 1e-2), atol=1e-12)
+
+
+def test_box_mean_divides_by_the_pixels_inside_the_image():
+    ones = torch.ones(1, 1, 5, 6, dtype=torch.float64)
+    assert torch.equal(box_mean(ones, 2), ones)  # zero padding would give 9/25 in a corner
+    ramp = torch.arange(6, dtype=torch.float64).expand(1, 1, 5, 6)
+    # corner window covers columns 0..2 -> mean 1; centre column 3 covers 1..5 -> mean 3
+    assert box_mean(ramp, 2)[0, 0, 0, 0] == 1.0
+    assert box_mean(ramp, 2)[0, 0, 2, 3] == 3.0
+
+
+# ---- behaviour ------------------------------------------------------------------------------
+def test_constant_mask_stays_constant(ecssd_root):
+    _, guide, _ = _ecssd(ecssd_root, "0405")
+    out = guided_filter(_t(guide), torch.full((1, 1, *guide.shape), 0.37), R, EPS)
+    # cov(I, p) = 0 in every window, so a = 0 and b = 0.37
+    assert torch.allclose(out, torch.tensor(0.37), atol=1e-6)
+
+
+def test_mask_edge_along_a_guide_edge_is_sharpened_not_blurred():
+    """A 16-pixel ramp centred on a guide step becomes a jump; a box blur would widen it."""
+    guide = np.full((64, 64), 0.2, np.float32)
+    guide[:, 32:] = 0.8
+    ramp = np.clip((np.arange(64) - 24) / 16, 0, 1).astype(np.float32)[None].repeat(64, 0)
+    out = guided_filter(_t(guide), _t(ramp), R, EPS)[0, 0].numpy()
+    jump = out[32, 32] - out[32, 31]
+    assert ramp[32, 32] - ramp[32, 31] == pytest.approx(1 / 16)
+    assert jump > 0.45  # 0.51 measured: eight times the input's step
+    box = box_mean(_t(ramp, torch.float64), R)[0, 0].numpy()
+    assert box[32, 32] - box[32, 31] < 1 / 16  # what plain smoothing does
+    assert (out[32, 27:32] < ramp[32, 27:32]).all() and (out[32, 32:37] > ramp[32, 32:37]).all()
+
+
+# ---- tensors: batches, channels, dtypes, gradients ----------------------------------------
+def test_batch_rgb_guide_and_channels_match_single_grey_calls():
+    torch.manual_seed(0)
+    rgb, masks = torch.rand(3, 3, 40, 30), torch.rand(3, 2, 40, 30)
+    batched = guided_filter(rgb, masks)
+    for i in range(3):
+        for c in range(2):
+            single = guided_filter(rgb[i : i + 1].mean(1, keepdim=True), masks[i : i + 1, c : c + 1])
+            torch.testing.assert_close(batched[i : i + 1, c : c + 1], single, atol=1e-6, rtol=0)
+
+
+def test_per_sample_eps_tensor():
+    torch.manual_seed(1)
+    guide, masks = torch.rand(2, 1, 20, 20, dtype=torch.float64), torch.rand(2, 1, 20, 20, dtype=torch.float64)
+    eps = torch.tensor([1e-3, 1e-1], dtype=torch.float64)
+    out = guided_filter(guide, masks, 4, eps)
+    for i in range(2):
+        torch.testing.assert_close(out[i : i + 1], guided_filter(guide[i : i + 1], masks[i : i + 1], 4, float(eps[i])))
+
+
+def test_dtypes_follow_the_input_and_agree():
+    torch.manual_seed(2)
+    guide, masks = torch.rand(2, 3, 33, 21, dtype=torch.float64), torch.rand(2, 1, 33, 21, dtype=torch.float64)
+    ref = guided_filter(guide, masks)
+    assert ref.dtype == torch.float64
+    out32 = guided_filter(guide.float(), masks.float())
+    assert out32.dtype == torch.float32
+    torch.testing.assert_close(out32.double(), ref, atol=1e-5, rtol=0)
+    half = guided_filter(guide.half(), masks.half())  # computed in float32, returned in half
+    assert half.dtype == torch.float16
+    torch.testing.assert_close(half.double(), ref, atol=2e-3, rtol=0)
+
+
+def test_gradient_path_matches_and_passes_gradcheck():
+    torch.manual_seed(3)
+    guide = torch.rand(2, 1, 9, 11, dtype=torch.float64, requires_grad=True)
+    masks = torch.rand(2, 1, 9, 11, dtype=torch.float64, requires_grad=True)
+    with torch.no_grad():
+        fast = guided_filter(guide, masks, 3, 1e-2)
+    torch.testing.assert_close(guided_filter(guide, masks, 3, 1e-2), fast)
+    assert torch.autograd.gradcheck(lambda g, p: guided_filter(g, p, 3, 1e-2), (guide, masks))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu():
+    torch.manual_seed(4)
+    guide, masks = torch.rand(8, 3, 320, 320), torch.rand(8, 1, 320, 320)
+    out = guided_filter(guide.cuda(), masks.cuda())
+    assert out.device.type == "cuda"
+    torch.testing.assert_close(out.cpu(), guided_filter(guide, masks), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("guide,masks,kw,error", [
+    (torch.rand(1, 3, 8, 8), torch.rand(1, 8, 8), {}, ValueError),
+    (torch.rand(1, 3, 8, 8), torch.rand(1, 1, 8, 9), {}, ValueError),
+    (torch.rand(2, 3, 8, 8), torch.rand(1, 1, 8, 8), {}, ValueError),
+    (torch.rand(1, 1, 8, 8), torch.ones(1, 1, 8, 8, dtype=torch.uint8), {}, TypeError),
+    (torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8), {"radius": -1}, ValueError),
+])
+def test_bad_tensors_are_rejected(guide, masks, kw, error):
+    with pytest.raises(error, match="guided_filter"):
+        guided_filter(guide, masks, **kw)
+
+
+# ---- the plugin -----------------------------------------------------------------------------
+def test_plugin_on_a_real_image(ecssd_root):
+    image, guide, soft = _ecssd(ecssd_root, "0600")
+    post = Registry(autoload=False).create("post", "gf")
+    out = post(image, soft)
+    assert out.dtype == np.float32 and out.shape == soft.shape
+    assert out.min() >= 0 and out.max() <= 1
+    raw = guided_filter(_t(guide), _t(soft), R, EPS)[0, 0].numpy()
+    np.testing.assert_allclose(out, np.clip(raw, 0, 1), atol=1e-6)
+    assert raw.min() < 0 or raw.max() > 1  # so the clamp is doing something here
+
+
+def test_plugin_options_and_errors():
+    post = GuidedFilter(radius="4", eps="0.01")
+    assert post.config == {"radius": 4, "eps": 0.01}
+    gray = np.zeros((5, 1), np.uint8)
+    assert post(gray, np.full((5, 1), 0.5, np.float32)).shape == (5, 1)
+    with pytest.raises(HarnessError, match="at the image's size"):
+        post(np.zeros((5, 6, 3), np.uint8), np.zeros((6, 5), np.float32))
+    with pytest.raises(HarnessError, match="eps"):
+        GuidedFilter(eps=0)
