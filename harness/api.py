@@ -190,14 +190,22 @@ class Dataset(Plugin):
 class Backbone(Plugin):
     """A frozen feature extractor.
 
-    ``features(images)`` maps a ``(B, 3, H, W)`` float tensor in [0, 1] (RGB) to a
-    ``(B, C, H / stride, W / stride)`` feature grid.
+    ``features(images)`` maps a ``(B, 3, H, W)`` float tensor in [0, 1] (RGB), on the
+    backbone's device, to a ``(B, C, H / stride, W / stride)`` feature grid; H and W must
+    be multiples of ``stride``. The backbone normalises its input itself (``mean``/``std``).
     """
 
     kind: ClassVar[str] = "backbone"
     #: Whether the weights come from supervised (labelled) training.
     supervised: ClassVar[bool] = False
     stride: ClassVar[int] = 16
+    #: Per-channel input normalisation applied inside ``features`` (RGB in [0, 1] units);
+    #: padding an input with ``mean`` is padding with zeros in the normalised space.
+    mean: ClassVar[tuple[float, float, float]] = (0.485, 0.456, 0.406)
+    std: ClassVar[tuple[float, float, float]] = (0.229, 0.224, 0.225)
+    #: "vit" (patch tokens) or "cnn" (a convolutional feature map); methods such as LOST
+    #: treat the two differently, as their papers did.
+    family: ClassVar[str] = "vit"
 
     @classmethod
     def tags(cls) -> list[str]:
@@ -213,8 +221,13 @@ class Backbone(Plugin):
 
     @property
     def weights_digest(self) -> str | None:
-        """sha256 of the weights file that was loaded (``None`` before :meth:`load`)."""
+        """sha256 of the weights file; computable before :meth:`load` (it keys the caches)."""
         return None
+
+    @property
+    def feature_dim(self) -> int:
+        """C, the number of feature channels ``features`` returns (known before loading)."""
+        raise NotImplementedError
 
     def features(self, images):  # pragma: no cover - interface
         raise NotImplementedError
@@ -243,6 +256,10 @@ class Method(Plugin):
 
     def setup(self, context: RunContext) -> None:
         """Load models; called once before the first prediction."""
+
+    def check_inputs(self, ids: list[str]) -> None:
+        """Check what the method reads for these images (e.g. prediction files) before the
+        run starts; raise a :class:`~harness.errors.DataError` naming what is missing."""
 
     def predict(self, sample: Sample) -> "Prediction | np.ndarray":
         """The soft mask (and optionally a box) for one image; labels are not given."""

@@ -1,0 +1,254 @@
+"""DINO and iBOT Vision Transformers through timm, returning last-block attention features.
+
+``features(images)`` returns the patch grid of the last block's attention **keys** by default
+(the features TokenCut, LOST and Deep Spectral Methods use), or its queries, values, or the
+final output tokens (after the last LayerNorm), chosen with the ``features`` option. Keys,
+queries and values are read by a forward hook on the last block's ``attn.qkv`` projection;
+the heads are concatenated in head order, as in the DINO code (C = embedding width).
+
+Any input whose sides are multiples of the patch size works: timm's ``dynamic_img_size``
+resamples the position embeddings (bicubic) to the input's grid.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from harness.api import Backbone, Option
+from harness.backbones.weights import (
+    WeightsSource,
+    file_digest,
+    load_strict,
+    read_state_dict,
+    resolve_weights,
+    unwrap_state_dict,
+)
+from harness.errors import HarnessError
+
+FEATURE_CHOICES = ("keys", "queries", "values", "tokens")
+_DINO_URL = "https://dl.fbaipublicfiles.com/dino/{0}/{0}.pth"
+
+
+class TimmBackboneMixin:
+    """Weights resolution, digest and device bookkeeping shared by the timm backbones."""
+
+    source: ClassVar[WeightsSource]
+
+    def _init_state(self) -> None:
+        self._model = None
+        self._path: Path | None = None
+        self._digest: str | None = None
+        self.device = "cpu"
+
+    def weights_path(self) -> Path:
+        """The resolved weights file (see :mod:`harness.backbones.weights`)."""
+        if self._path is None:
+            self._path = resolve_weights(self.name, self.source, self.weights)
+        return self._path
+
+    @property
+    def weights_digest(self) -> str:
+        if self._digest is None:
+            self._digest = file_digest(self.weights_path())
+        return self._digest
+
+    def _normalise(self, images):
+        import torch
+
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise HarnessError(f"backbone {self.name!r}: expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+        height, width = images.shape[-2:]
+        if height % self.stride or width % self.stride:
+            raise HarnessError(
+                f"backbone {self.name!r}: input size {height}x{width} is not a multiple of its stride "
+                f"{self.stride}; resize or pad the images first"
+            )
+        if self._model is None:
+            raise HarnessError(f"backbone {self.name!r}: call load(device) before features()")
+        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+        return (images - mean) / std
+
+
+class ViTBackbone(TimmBackboneMixin, Backbone):
+    """A timm Vision Transformer with a hook on the last block's qkv projection."""
+
+    family = "vit"
+    arch: ClassVar[str] = ""
+    embed_dim: ClassVar[int] = 384
+    options = (
+        Option("features", "keys", "last-block feature: keys (TokenCut/LOST/DSM), queries, values, or "
+               "tokens (final normalised output)", choices=FEATURE_CHOICES),
+    )
+
+    def __init__(self, weights: str | Path | None = None, **config: Any) -> None:
+        super().__init__(weights=weights, **config)
+        self._init_state()
+        self._qkv: dict[str, Any] = {}
+
+    @property
+    def feature_dim(self) -> int:
+        return self.embed_dim
+
+    def build(self):
+        """The timm network with random weights (no download: ``pretrained=False``)."""
+        import timm
+
+        return timm.create_model(self.arch, pretrained=False, num_classes=0, dynamic_img_size=True)
+
+    def load(self, device: str = "cpu") -> None:
+        """Build the network, load the weights strictly, freeze it and move it to ``device``.
+
+        Calling it again only moves the network if ``device`` changed.
+        """
+        if self._model is None:
+            path = self.weights_path()
+            model = self.build()
+            load_strict(model, unwrap_state_dict(read_state_dict(path), path), path, self.name)
+            self._attach(model)
+            self.device = "cpu"
+        if device != self.device:
+            self._model.to(device)
+            self.device = device
+
+    def _attach(self, model) -> None:
+        """Freeze ``model`` and hook its last qkv projection."""
+        model.eval().requires_grad_(False)
+        model.blocks[-1].attn.qkv.register_forward_hook(self._qkv_hook)
+        self._model = model
+
+    def _qkv_hook(self, module, inputs, output) -> None:
+        self._qkv["out"] = output
+
+    @property
+    def model(self):
+        """The loaded timm network (after :meth:`load`)."""
+        return self._model
+
+    def features(self, images):
+        """Last-block features as a patch grid.
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            ``(B, 3, H, W)`` RGB in [0, 1] on the backbone's device; H, W multiples of ``stride``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, C, H / stride, W / stride)``, C = :attr:`feature_dim`, in the input's dtype
+            family (float32 unless under autocast).
+        """
+        import torch
+
+        x = self._normalise(images)
+        batch, _, height, width = x.shape
+        grid = (height // self.stride, width // self.stride)
+        prefix = self._model.num_prefix_tokens
+        with torch.no_grad():
+            self._qkv.clear()
+            tokens = self._model.forward_features(x)
+            choice = self.config["features"]
+            if choice == "tokens":
+                out = tokens[:, prefix:]
+            else:
+                part = FEATURE_CHOICES.index(choice)  # qkv output is laid out (3, heads, head_dim)
+                dim = self.embed_dim
+                out = self._qkv.pop("out")[:, prefix:, part * dim:(part + 1) * dim]
+        return out.transpose(1, 2).reshape(batch, -1, *grid)
+
+
+def _dino_source(arch: str, file_stem: str) -> WeightsSource:
+    return WeightsSource(f"{file_stem}.pth", _DINO_URL.format(file_stem), f"timm/{arch}.dino")
+
+
+class DinoVitS8(ViTBackbone):
+    name = "dino-vits8"
+    description = "DINO ViT-S/8 (timm), last-block attention keys, stride 8"
+    arch, stride, embed_dim = "vit_small_patch8_224", 8, 384
+    source = _dino_source(arch, "dino_deitsmall8_pretrain")
+
+
+class DinoVitS16(ViTBackbone):
+    name = "dino-vits16"
+    description = "DINO ViT-S/16 (timm), last-block attention keys, stride 16"
+    arch, stride, embed_dim = "vit_small_patch16_224", 16, 384
+    source = _dino_source(arch, "dino_deitsmall16_pretrain")
+
+
+class DinoVitB8(ViTBackbone):
+    name = "dino-vitb8"
+    description = "DINO ViT-B/8 (timm), last-block attention keys, stride 8"
+    arch, stride, embed_dim = "vit_base_patch8_224", 8, 768
+    source = _dino_source(arch, "dino_vitbase8_pretrain")
+
+
+class DinoVitB16(ViTBackbone):
+    name = "dino-vitb16"
+    description = "DINO ViT-B/16 (timm), last-block attention keys, stride 16"
+    arch, stride, embed_dim = "vit_base_patch16_224", 16, 768
+    source = _dino_source(arch, "dino_vitbase16_pretrain")
+
+
+class IbotVitS16(ViTBackbone):
+    """iBOT ViT-S/16 (Zhou et al., ICLR 2022) from a local teacher checkpoint.
+
+    iBOT's release names the file ``checkpoint_teacher.pth`` (under ``vits_16/``); the
+    harness never downloads it. Pass it with ``--weights``, or save it in the torch hub
+    cache as ``ibot_vits16_checkpoint_teacher.pth``. The checkpoint's ``state_dict``
+    wrapper, ``module.``/``backbone.`` prefixes, projection head and ``masked_embed`` are
+    stripped before the strict load.
+    """
+
+    name = "ibot-vits16"
+    description = "iBOT ViT-S/16 from a local checkpoint (--weights), last-block attention keys, stride 16"
+    arch = "vit_small_patch16_224"
+    stride = 16
+    embed_dim = 384
+    source = WeightsSource("ibot_vits16_checkpoint_teacher.pth")
+
+
+DINO_BACKBONES = (DinoVitS8, DinoVitS16, DinoVitB8, DinoVitB16)
+
+
+def random_official_state(arch_dim: int, depth: int, patch: int, grid: int = 14, seed: int = 0) -> dict:
+    """A state dict with random values in the official DINO key layout (tests, benchmarks).
+
+    Parameters
+    ----------
+    arch_dim : int
+        Embedding width (384 for ViT-S, 768 for ViT-B); heads have 64 channels.
+    depth : int
+        Number of blocks (12 for the DINO models).
+    patch : int
+        Patch size.
+    grid : int
+        Side of the position-embedding grid (224 / patch in the official files).
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen) * 0.02
+
+    d = arch_dim
+    state = {
+        "cls_token": rand(1, 1, d),
+        "pos_embed": rand(1, 1 + grid * grid, d),
+        "patch_embed.proj.weight": rand(d, 3, patch, patch),
+        "patch_embed.proj.bias": rand(d),
+    }
+    for i in range(depth):
+        p = f"blocks.{i}."
+        state.update({
+            p + "norm1.weight": 1 + rand(d), p + "norm1.bias": rand(d),
+            p + "attn.qkv.weight": rand(3 * d, d), p + "attn.qkv.bias": rand(3 * d),
+            p + "attn.proj.weight": rand(d, d), p + "attn.proj.bias": rand(d),
+            p + "norm2.weight": 1 + rand(d), p + "norm2.bias": rand(d),
+            p + "mlp.fc1.weight": rand(4 * d, d), p + "mlp.fc1.bias": rand(4 * d),
+            p + "mlp.fc2.weight": rand(d, 4 * d), p + "mlp.fc2.bias": rand(d),
+        })
+    state["norm.weight"] = 1 + rand(d)
+    state["norm.bias"] = rand(d)
+    return state

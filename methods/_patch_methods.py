@@ -1,0 +1,194 @@
+"""What TokenCut, LOST and Deep Spectral Methods share: preparing an image for the
+backbone, reading its patch features through the feature cache, and mapping a patch-grid
+mask or box back to the image.
+
+Three input preparations, as the original papers did them:
+
+- ``resize``: resize (Lanczos) to the multiple of the stride nearest to each side
+  (TokenCut's saliency protocol);
+- ``pad``: keep full resolution and pad right/bottom up to the next multiple of the stride
+  with zeros *in the normalised space* (the backbone's mean colour), as LOST and TokenCut's
+  object discovery padded after normalising;
+- ``crop``: keep full resolution and drop the right/bottom remainder (Deep Spectral Methods).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
+
+import numpy as np
+
+from harness.api import Method, Prediction, RunContext, Sample
+from harness.cache import array_digest
+from harness.errors import HarnessError
+
+PREPARATIONS = ("resize", "pad", "crop")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How an image was turned into a backbone input and a patch grid.
+
+    Attributes
+    ----------
+    mode : str
+        One of :data:`PREPARATIONS`.
+    image_size : tuple of int
+        ``(H, W)`` of the original image.
+    input_size : tuple of int
+        ``(H', W')`` of the backbone input (multiples of ``stride``).
+    stride : int
+        The backbone's stride.
+    """
+
+    mode: str
+    image_size: tuple[int, int]
+    input_size: tuple[int, int]
+    stride: int
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """``(h, w)`` of the feature grid."""
+        return self.input_size[0] // self.stride, self.input_size[1] // self.stride
+
+    @property
+    def tag(self) -> str:
+        """The preparation and input size, as it keys the feature cache."""
+        suffix = "-lanczos" if self.mode == "resize" else ("-mean" if self.mode == "pad" else "")
+        return f"{self.mode}{suffix}:{self.input_size[0]}x{self.input_size[1]}"
+
+    def mask_to_image(self, grid_mask: np.ndarray) -> np.ndarray:
+        """Nearest-neighbour upsampling of an ``(h, w)`` grid mask to ``(H, W)`` float32."""
+        height, width = self.image_size
+        h, w = self.grid
+        if self.mode == "resize":
+            rows = np.arange(height) * h // height
+            cols = np.arange(width) * w // width
+        else:  # pad / crop: each cell covers stride x stride pixels; pixels past a crop take the last cell
+            rows = np.minimum(np.arange(height) // self.stride, h - 1)
+            cols = np.minimum(np.arange(width) // self.stride, w - 1)
+        return np.asarray(grid_mask, dtype=np.float32)[np.ix_(rows, cols)]
+
+    def box_to_image(self, box: tuple[int, int, int, int]) -> tuple[float, float, float, float]:
+        """A grid box ``(x0, y0, x1, y1)`` (x1, y1 exclusive) in image pixels, clipped to the image."""
+        height, width = self.image_size
+        h, w = self.grid
+        x0, y0, x1, y1 = box
+        if self.mode == "resize":
+            sx, sy = width / w, height / h
+        else:
+            sx = sy = float(self.stride)
+        return (min(x0 * sx, width), min(y0 * sy, height), min(x1 * sx, width), min(y1 * sy, height))
+
+
+def geometry_for(image_size: tuple[int, int], stride: int, mode: str) -> Geometry:
+    """The input size that ``mode`` gives an image of ``image_size`` (see module docstring)."""
+    height, width = image_size
+    if mode == "resize":  # round() as TokenCut's resize: the nearest multiple
+        size = (max(1, round(height / stride)) * stride, max(1, round(width / stride)) * stride)
+    elif mode == "pad":
+        size = (math.ceil(height / stride) * stride, math.ceil(width / stride) * stride)
+    elif mode == "crop":  # an image smaller than one patch is padded instead
+        size = (max(1, height // stride) * stride, max(1, width // stride) * stride)
+    else:
+        raise ValueError(f"unknown preparation {mode!r}; use one of {PREPARATIONS}")
+    return Geometry(mode, (height, width), size, stride)
+
+
+def prepare_input(image: np.ndarray, geometry: Geometry, mean: Sequence[float]) -> np.ndarray:
+    """The backbone input ``(H', W', 3)`` float32 in [0, 1] for an ``(H, W, 3)`` uint8 image."""
+    target_h, target_w = geometry.input_size
+    if geometry.mode == "resize":
+        from PIL import Image
+
+        resized = Image.fromarray(image).resize((target_w, target_h), Image.LANCZOS)
+        return np.asarray(resized, dtype=np.float32) / 255.0
+    out = np.empty((target_h, target_w, 3), dtype=np.float32)
+    out[:] = np.asarray(mean, dtype=np.float32)
+    h, w = min(target_h, image.shape[0]), min(target_w, image.shape[1])
+    out[:h, :w] = image[:h, :w].astype(np.float32) / 255.0
+    return out
+
+
+def component_box(component: np.ndarray) -> tuple[int, int, int, int]:
+    """Grid box ``(x0, y0, x1, y1)`` (exclusive ends) of a non-empty boolean ``(h, w)`` mask."""
+    ys, xs = np.nonzero(component)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def seed_component(mask: np.ndarray, seed: int) -> np.ndarray:
+    """The 4-connected component of boolean ``(h, w)`` ``mask`` holding flat index ``seed``
+    (``scipy.ndimage.label``'s default connectivity, as TokenCut and LOST used)."""
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(mask)
+    label = labels.flat[seed]
+    if label == 0:  # the seed is outside the mask: keep the seed patch alone
+        single = np.zeros(mask.shape, dtype=bool)
+        single.flat[seed] = True
+        return single
+    return labels == label
+
+
+class PatchFeatureMethod(Method):
+    """A method that segments one image from its backbone's patch features.
+
+    Subclasses set :attr:`preparation` (or override :meth:`input_mode`) and implement
+    :meth:`segment`, which gets the ``(h * w, C)`` features and returns a grid mask and box.
+    """
+
+    uses_backbone: ClassVar[bool] = True
+    default_backbone: ClassVar[str | None] = "dino-vits16"
+    preparation: ClassVar[str] = "pad"
+
+    def input_mode(self) -> str:
+        return self.preparation
+
+    def setup(self, context: RunContext) -> None:
+        from harness.backbones.features import FeatureExtractor
+
+        if context.backbone is None:
+            raise HarnessError(f"method {self.name!r} needs a backbone (see `harness list backbones`)")
+        self.backbone = context.backbone
+        self.extractor = FeatureExtractor(context.backbone, context.device, context.cache_dir,
+                                          max(context.batch_size, 1))
+
+    def patch_features(self, samples: Sequence[Sample]) -> list[tuple[np.ndarray, Geometry]]:
+        """``(h * w, C)`` float32 features (row-major over the grid) and the geometry, per sample."""
+        from harness.backbones.features import FeatureRequest
+
+        if not hasattr(self, "extractor"):
+            raise HarnessError(f"method {self.name!r}: call setup(context) before predicting")
+        stride, mode = int(self.backbone.stride), self.input_mode()
+        geometries = [geometry_for(s.image.shape[:2], stride, mode) for s in samples]
+        requests = [
+            FeatureRequest(s.id, array_digest(s.image), g.tag,
+                           (lambda s=s, g=g: prepare_input(s.image, g, self.backbone.mean)))
+            for s, g in zip(samples, geometries)
+        ]
+        grids = self.extractor.grids(requests)
+        out = []
+        for grid, geometry in zip(grids, geometries):
+            if grid.shape[1:] != geometry.grid:
+                raise HarnessError(
+                    f"backbone {self.backbone.name!r} returned a {grid.shape[1]}x{grid.shape[2]} grid for a "
+                    f"{geometry.input_size[0]}x{geometry.input_size[1]} input; expected {geometry.grid}"
+                )
+            out.append((grid.reshape(grid.shape[0], -1).T.copy(), geometry))
+        return out
+
+    def segment(self, features: np.ndarray, geometry: Geometry, sample: Sample
+                ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+        """The foreground ``(h, w)`` boolean grid mask and its grid box for one image."""
+        raise NotImplementedError
+
+    def predict_batch(self, samples: Sequence[Sample]) -> list[Prediction]:
+        results = []
+        for sample, (features, geometry) in zip(samples, self.patch_features(samples)):
+            grid_mask, box = self.segment(features, geometry, sample)
+            results.append(Prediction(geometry.mask_to_image(grid_mask), geometry.box_to_image(box)))
+        return results
+
+    def predict(self, sample: Sample) -> Prediction:
+        return self.predict_batch([sample])[0]

@@ -1,0 +1,99 @@
+"""TokenCut (Wang et al., "Self-Supervised Transformers for Unsupervised Object Discovery
+using Normalized Cut", CVPR 2022; TPAMI 2023 for saliency and video).
+
+The definition (DESIGN.md, "Methods"), with the paper's defaults:
+
+- features: the last block's attention keys of DINO ViT-S/16 (``dino-vits16``), the setting
+  of the paper's saliency and object-discovery tables; any backbone can be given;
+- graph: cosine similarity of the patch features, ``W_ij = 1`` where ``cos > tau`` (0.2),
+  else ``eps`` (1e-5); self-loops kept;
+- the second-smallest generalised eigenvector of ``(D - W) x = lambda D x``
+  (:func:`harness.methods._spectral.fiedler_vector`: the symmetric normalised form with
+  ARPACK, deterministic; ``solver=dense`` gives the dense reference solver);
+- bipartition at the eigenvector's mean; foreground is the side holding the patch with the
+  largest ``|x|`` (the seed); only the seed's 4-connected component is kept;
+- the mask is that component, upsampled to the image by nearest neighbour; the box given to
+  CorLoc is that component's box.
+
+Input (``mode``): ``saliency`` (default) resizes the image to the stride multiple nearest to
+its size, as TokenCut's saliency code did; ``detection`` keeps full resolution and zero-pads
+(in the normalised space) to the next multiple, as its object-discovery (CorLoc) code did.
+For CorLoc runs use ``--method-args mode=detection``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from harness.api import Option, Sample
+from harness.methods._patch_methods import Geometry, PatchFeatureMethod, component_box, seed_component
+from harness.methods._spectral import fiedler_vector
+
+MODES = {"saliency": "resize", "detection": "pad"}
+
+
+def tokencut_affinity(features: np.ndarray, tau: float = 0.2, eps: float = 1e-5) -> np.ndarray:
+    """TokenCut's graph: ``(N, N)`` float64, 1 where cosine similarity > ``tau``, else ``eps``.
+
+    Parameters
+    ----------
+    features : np.ndarray
+        ``(N, C)`` patch features.
+    """
+    feats = np.asarray(features, dtype=np.float32)
+    feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+    return np.where(feats @ feats.T > tau, 1.0, eps)
+
+
+def ncut_bipartition(features: np.ndarray, grid: tuple[int, int], tau: float = 0.2, eps: float = 1e-5,
+                     solver: str = "sparse") -> tuple[np.ndarray, np.ndarray, int]:
+    """TokenCut's foreground on a patch grid.
+
+    Parameters
+    ----------
+    features : np.ndarray
+        ``(h * w, C)`` patch features, row-major over the grid.
+    grid : tuple of int
+        ``(h, w)``.
+    tau, eps : float
+        Affinity threshold and the weight below it.
+    solver : {"sparse", "dense"}
+        See :func:`~harness.methods._spectral.fiedler_vector`.
+
+    Returns
+    -------
+    bipartition : np.ndarray
+        ``(h, w)`` bool, the side of the mean split that holds the seed.
+    eigenvector : np.ndarray
+        ``(h, w)`` float64, signed so that the foreground side is above its mean.
+    seed : int
+        Flat index of the patch with the largest ``|x|``.
+    """
+    _, x = fiedler_vector(tokencut_affinity(features, tau, eps), method=solver)
+    seed = int(np.argmax(np.abs(x)))
+    if x[seed] < x.mean():  # the seed defines the foreground side
+        x = -x
+    bipartition = x > x.mean()
+    return bipartition.reshape(grid), x.reshape(grid), seed
+
+
+class TokenCut(PatchFeatureMethod):
+    name = "tokencut"
+    description = "TokenCut: normalized cut on last-block ViT keys, seed's component (Wang et al. 2022)"
+    default_backbone = "dino-vits16"
+    options = (
+        Option("tau", 0.2, "affinity threshold on cosine similarity"),
+        Option("eps", 1e-5, "edge weight below the threshold"),
+        Option("mode", "saliency", "input handling: saliency (resize to the nearest stride multiple) or "
+               "detection (full resolution, zero padding; use for CorLoc)", choices=tuple(MODES)),
+        Option("solver", "sparse", "eigen solver: sparse (ARPACK, default) or dense (reference)",
+               choices=("sparse", "dense")),
+    )
+
+    def input_mode(self) -> str:
+        return MODES[self.config["mode"]]
+
+    def segment(self, features: np.ndarray, geometry: Geometry, sample: Sample):
+        c = self.config
+        bipartition, _, seed = ncut_bipartition(features, geometry.grid, c["tau"], c["eps"], c["solver"])
+        component = seed_component(bipartition, seed)
+        return component, component_box(component)
