@@ -11,3 +11,9 @@ class DataError(HarnessError):
 
 class PluginError(HarnessError):
     """A plugin name is unknown, duplicated, broken or given bad options."""
+
+
+def name_some(items: list[str], show: int = 5) -> str:
+    """``"a, b, c, d, e and 7 more"``: the first few of a list, for error messages."""
+    head = ", ".join(items[:show])
+    return head + (f" and {len(items) - show} more" if len(items) > show else "")
