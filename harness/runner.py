@@ -42,6 +42,7 @@ class RunSpec:
     data_root: str | None = None
     backbone: str | None = None
     weights: str | None = None
+    backbone_args: dict[str, Any] = field(default_factory=dict)
     method_args: dict[str, Any] = field(default_factory=dict)
     dataset_args: dict[str, Any] = field(default_factory=dict)
     limit: int | None = None
@@ -142,15 +143,15 @@ class Runner:
     def _make_backbone(self):
         spec, method = self.spec, self.method
         if not method.uses_backbone:
-            if spec.backbone or spec.weights:
+            if spec.backbone or spec.weights or spec.backbone_args:
                 raise HarnessError(
-                    f"method {method.name!r} does not use a backbone; drop --backbone/--weights"
+                    f"method {method.name!r} does not use a backbone; drop --backbone/--weights/--backbone-args"
                 )
             return None
         name = spec.backbone or method.preferred_backbone()
         if name is None:
             raise HarnessError(f"method {method.name!r} needs --backbone NAME (see `harness list backbones`)")
-        return self.registry.create("backbone", name, weights=spec.weights)
+        return self.registry.create("backbone", name, spec.backbone_args, weights=spec.weights)
 
     # ---- identity and paths ------------------------------------------------------------
     def method_identity(self) -> dict[str, Any]:
@@ -190,6 +191,7 @@ class Runner:
             raise HarnessError(f"dataset {self.dataset.name!r} has no images")
         if spec.limit is not None:
             ids = ids[: spec.limit]
+        self.method.check_inputs(ids)
         self._check_labels()
         device = resolve_device(spec.device)
         seed_everything(spec.seed)

@@ -1,0 +1,164 @@
+"""Mask adapters: score predictions made elsewhere by reading them from a folder.
+
+``masks`` reads any folder of predicted masks (PNG or NPY, one per image, matched by the
+image's stem through a file-name pattern) and resizes each (bilinear) to its image; ``move``
+is the preset for MOVE's output (8-bit PNGs holding probability x 255, named by image stem,
+at MOVE's working resolution: shorter side 448). Every image's prediction is looked up
+before the first one is read, and a missing one is an error that says how many and which.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from harness.api import Method, Option, Prediction, Sample
+from harness.errors import DataError, PluginError, name_some
+from harness.imageio import PREDICTION_SUFFIXES, image_size, read_soft_mask
+
+log = logging.getLogger(__name__)
+
+
+def resize_bilinear(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``(h, w)`` float32 -> ``(H, W)`` float32, bilinear (OpenCV, half-pixel centres)."""
+    if mask.shape == tuple(shape):
+        return mask
+    import cv2
+
+    out = cv2.resize(mask.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    return np.clip(out, 0.0, 1.0)
+
+
+def same_aspect(pred_hw: tuple[int, int], image_hw: tuple[int, int]) -> bool:
+    """Whether a prediction is the image scaled uniformly, up to rounding (1 px + 1 %)."""
+    (ph, pw), (ih, iw) = pred_hw, image_hw
+    expected_h, expected_w = pw * ih / iw, ph * iw / ih
+    return abs(ph - expected_h) <= 1 + 0.01 * ph or abs(pw - expected_w) <= 1 + 0.01 * pw
+
+
+class MaskFolder(Method):
+    name = "masks"
+    description = "reads predicted masks (PNG or NPY, by image stem) from a folder; resizes them to the image"
+    cacheable: ClassVar[bool] = False  # reading a file is faster than the cache
+    #: The file types this adapter accepts.
+    suffixes: ClassVar[tuple[str, ...]] = PREDICTION_SUFFIXES
+    #: The file name pattern when the options do not set one.
+    default_pattern: ClassVar[str] = "{id}"
+    options = (
+        Option("dir", None, "folder of predicted masks (required)", type=Path),
+        Option("subdir", "", "sub-folder of dir to read (e.g. the dataset's name)"),
+        Option("pattern", "{id}", "file name with {id} for the image id; without a suffix, "
+                                  "<name>.png then <name>.npy are tried"),
+        Option("allow_aspect_change", False, "accept masks whose aspect ratio differs from the image's "
+                                             "(predictions made on a stretched image)"),
+    )
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        if self.config["dir"] is None:
+            raise PluginError(f"{self.label()} needs the predictions' folder: --method-args dir=FOLDER")
+        self.pattern = self.config.get("pattern", self.default_pattern)
+        self.allow_aspect_change = bool(self.config.get("allow_aspect_change", False))
+        if "{id}" not in self.pattern:
+            raise PluginError(f"{self.label()}: pattern={self.pattern!r} must contain {{id}} "
+                              f"(e.g. pattern={{id}}_pred.png)")
+        self.folder = Path(self.config["dir"]).expanduser() / self.config["subdir"]
+        if not self.folder.is_dir():
+            raise DataError(f"{self.label()}: predictions folder {self.folder} does not exist")
+        self._paths: dict[str, Path] = {}
+        self._digest: str | None = None
+
+    # ---- finding the files -----------------------------------------------------------
+    def _candidates(self, sample_id: str) -> list[str]:
+        name = self.pattern.replace("{id}", sample_id)
+        if Path(name).suffix.lower() in self.suffixes:
+            return [name]
+        return [name + ".png", name + ".npy"] if ".npy" in self.suffixes else [name + ".png"]
+
+    def _expected(self) -> str:
+        example = self._candidates("<id>")
+        return " or ".join(str(self.folder / name) for name in example)
+
+    def _find(self, ids: list[str]) -> dict[str, Path]:
+        present = {p.name for p in self.folder.iterdir()}
+        missing, paths = [], {}
+        for sample_id in ids:
+            found = [name for name in self._candidates(sample_id) if name in present]
+            if not found:
+                missing.append(sample_id)
+            elif len(found) > 1:
+                raise DataError(f"{self.label()}: both {found[0]} and {found[1]} exist in {self.folder}; "
+                                f"remove one or give pattern= with a suffix")
+            else:
+                paths[sample_id] = self.folder / found[0]
+        if missing:
+            raise DataError(
+                f"{self.label()}: {len(missing)} of {len(ids)} images have no prediction "
+                f"(expected {self._expected()}): {name_some(missing)}"
+            )
+        return paths
+
+    def check_inputs(self, ids: list[str]) -> None:
+        """Find every image's prediction now; a missing one fails before any work is done."""
+        paths = self._find(ids)
+        self._paths = paths
+        self._check_files(paths)
+        # the files' names, sizes and times key any cached post-processing of these masks
+        digest = hashlib.sha256()
+        for sample_id, path in sorted(paths.items()):
+            stat = path.stat()
+            digest.update(f"{sample_id}\0{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        self._digest = digest.hexdigest()
+
+    def _check_files(self, paths: dict[str, Path]) -> None:
+        """Per-adapter checks of the files found (none for the generic adapter)."""
+
+    def cache_token(self) -> dict[str, Any]:
+        return {"predictions": self._digest}
+
+    def _path(self, sample_id: str) -> Path:
+        if sample_id not in self._paths:
+            self._paths.update(self._find([sample_id]))  # used outside the runner: look it up now
+        return self._paths[sample_id]
+
+    # ---- reading -----------------------------------------------------------------------
+    def predict(self, sample: Sample) -> Prediction:
+        path = self._path(sample.id)
+        mask = read_soft_mask(path)
+        image_hw = sample.image.shape[:2]
+        if not self.allow_aspect_change and not same_aspect(mask.shape, image_hw):
+            raise DataError(
+                f"{self.label()}: {path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but image "
+                f"{sample.id!r} is {image_hw[1]}x{image_hw[0]}: not the same aspect ratio, so it is "
+                f"probably not this image's mask (or it was cropped). If the method stretched the "
+                f"image, pass allow_aspect_change=true"
+            )
+        return Prediction(resize_bilinear(mask, image_hw))
+
+
+class MOVEMasks(MaskFolder):
+    """MOVE (Bielski and Favaro, NeurIPS 2022) as its evaluation script saves masks."""
+
+    name = "move"
+    description = "MOVE's saved masks: 8-bit PNGs (probability x 255) by image stem, shorter side 448"
+    suffixes: ClassVar[tuple[str, ...]] = (".png",)
+    #: MOVE's working resolution (shorter side), at which it saves its masks.
+    short_side: ClassVar[int] = 448
+    options = (
+        Option("dir", None, "folder of MOVE's saved masks (required)", type=Path),
+        Option("subdir", "", "sub-folder of dir to read (e.g. the dataset's name)"),
+    )
+
+    default_pattern = "{id}.png"
+
+    def _check_files(self, paths: dict[str, Path]) -> None:
+        if not paths:
+            return
+        first = next(iter(paths.values()))
+        height, width = image_size(first, "predicted mask")
+        if min(height, width) != self.short_side:
+            log.warning("%s is %dx%d, not at MOVE's working resolution (shorter side %d); scoring it anyway",
+                        first, width, height, self.short_side)
