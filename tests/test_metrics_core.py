@@ -34,7 +34,7 @@ def test_saliency_two_by_two_by_hand():
 def test_empty_ground_truth_and_empty_prediction():
     ev = SaliencyEvaluator()
     row = ev.process(_sample(np.zeros((3, 3))), Prediction(np.zeros((3, 3), np.float32)))
-    assert np.isnan(row["iou"]) and row["acc"] == 1.0 and row["fbeta_at_best_t"] == 1.0  # P = R = 1
+    assert np.isnan(row["iou"]) and row["acc"] == 1.0 and row["max_fbeta_per_image"] == 1.0  # P = R = 1
     ev.process(_sample([[255, 0]]), Prediction(np.array([[0.9, 0.0]], np.float32)))
     metrics = ev.summarize()
     assert metrics["iou"] == 1.0 and metrics["iou_excluded_empty_union"] == 1

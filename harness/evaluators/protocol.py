@@ -6,3 +6,5 @@ PROTOCOL_VERSION = "1.0"
 BETA2 = 0.3
 #: Thresholds t = k / 255 for k = 0 .. 254 (prediction > t).
 N_THRESHOLDS = 255
+#: Size-binned IoU: images binned by ground-truth foreground ratio into this many equal bins.
+N_SIZE_BINS = 20
