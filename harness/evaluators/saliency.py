@@ -44,7 +44,9 @@ class SaliencyRecord:
 
 
 def ground_truth_foreground(mask: np.ndarray) -> np.ndarray:
-    """``gt / 255 > 0.5`` for 8-bit masks, as a bool array."""
+    """``gt / 255 > 0.5`` for 8-bit masks, as a bool array (a bool mask is used as it is)."""
+    if mask.dtype == np.bool_:
+        return mask
     if mask.dtype == np.uint8:
         return mask > 127  # v / 255 > 0.5  <=>  v >= 128, without a float copy
     return mask.astype(np.float32) / 255.0 > 0.5
