@@ -28,6 +28,7 @@ Then evaluate the last checkpoint:
         parser.add_argument("--method-args", default="", metavar="K=V,...", help="method options (loss weights, ...)")
         parser.add_argument("--backbone", help="frozen backbone (default: the method's)")
         parser.add_argument("--weights", help="local weights file for the backbone")
+        parser.add_argument("--backbone-args", default="", metavar="K=V,...", help="backbone options (e.g. stride=8)")
         parser.add_argument("--epochs", type=int, help="number of epochs (default: the method's recipe)")
         parser.add_argument("--batch-size", type=int, help="global batch size (split over processes)")
         parser.add_argument("--lr", type=float, help="learning rate (default: the method's recipe)")
@@ -48,7 +49,8 @@ Then evaluate the last checkpoint:
             method=args.method, dataset=args.dataset, data_root=args.data_root,
             dataset_args=parse_kv(args.dataset_args, "--dataset-args"),
             method_args=parse_kv(args.method_args, "--method-args"),
-            backbone=args.backbone, weights=args.weights, epochs=args.epochs, batch_size=args.batch_size,
+            backbone=args.backbone, weights=args.weights,
+            backbone_args=parse_kv(args.backbone_args, "--backbone-args"), epochs=args.epochs, batch_size=args.batch_size,
             lr=args.lr, seed=args.seed, limit=args.limit, out=args.out, resume=args.resume, device=args.device,
             workers=args.workers, amp=not args.no_amp, progress=False if args.no_progress else None,
         )

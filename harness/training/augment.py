@@ -48,4 +48,4 @@ def sempart_augment(image: np.ndarray, rng: np.random.Generator, size: int = 320
             x = ops[k](x, float(factors[k]))
     if rng.random() < 0.2:
         x = TF.rgb_to_grayscale(x, num_output_channels=3)
-    return x.clamp_(0, 1).contiguous()
+    return x.clamp(0, 1).contiguous()

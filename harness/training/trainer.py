@@ -40,6 +40,7 @@ class TrainSpec:
     method_args: dict[str, Any] = field(default_factory=dict)
     backbone: str | None = None
     weights: str | None = None
+    backbone_args: dict[str, Any] = field(default_factory=dict)
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
@@ -82,7 +83,7 @@ class Trainer:
             raise HarnessError(f"method {spec.method!r} cannot be trained; trainable methods: {', '.join(trainable)}")
         self.dataset = reg.create("dataset", spec.dataset, spec.dataset_args, root=spec.data_root)
         backbone_name = spec.backbone or self.method.default_backbone
-        self.backbone = reg.create("backbone", backbone_name, weights=spec.weights)
+        self.backbone = reg.create("backbone", backbone_name, spec.backbone_args, weights=spec.weights)
         self.epochs = spec.epochs if spec.epochs is not None else self.method.default_epochs
         self.batch_size = spec.batch_size or self.method.default_batch_size
         self.lr = spec.lr if spec.lr is not None else self.method.default_lr
