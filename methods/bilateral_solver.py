@@ -126,7 +126,8 @@ def bilateral_grid(
             raise ValueError(f"bilateral grid: {key}={value!r} must be > 0")
     rgb = _as_rgb(image)
     height, width = rgb.shape[:2]
-    yuv = rgb @ _RGB_TO_YUV.T + _YUV_OFFSET
+    # per-channel sums, not a BLAS matmul: OpenBLAS threads stall on a busy machine
+    yuv = np.stack([(rgb * row).sum(-1) for row in _RGB_TO_YUV], axis=-1) + _YUV_OFFSET
     ys, xs = np.mgrid[:height, :width]
     coords = np.stack(
         [

@@ -1,0 +1,160 @@
+"""Speed of the post-processors: the guided filter against OpenCV's ximgproc, and the bilateral solver.
+
+Prints, from one process on the same images:
+- GF time per 400x300 image, ours (torch) against ``cv2.ximgproc.guidedFilter`` (ratio),
+- GF throughput for a batch of 8 images (per image) against 8 OpenCV calls,
+- the same on CUDA when a GPU is there,
+- the bilateral solver's time per image (grid + solve, and the plugin call).
+
+Timings interleave the contenders and report medians over ``--repeats`` rounds, because the
+machine may be shared. Uses ECSSD images when ``--data-root`` (or ../shared/data/ECSSD) exists,
+random images otherwise.
+
+    python benchmarks/bench_postprocess.py --repeats 30
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+HEIGHT, WIDTH, BATCH = 300, 400, 8
+DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "ECSSD"
+
+
+def load_images(root: Path | None, count: int, seed: int = 0):
+    """``count`` RGB uint8 images at 300x400 and soft masks (blurred ground truth)."""
+    import cv2
+
+    from harness.imageio import list_images, read_image, read_mask
+
+    if root is not None and (root / "images").is_dir():
+        images = list_images(root / "images")
+        masks = list_images(root / "ground_truth_mask")
+        stems = [s for s in sorted(images) if s in masks][:count]
+        out = []
+        for stem in stems:
+            image = cv2.resize(read_image(images[stem]), (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA)
+            gt = cv2.resize(read_mask(masks[stem]).astype(np.float32) / 255, (WIDTH, HEIGHT))
+            out.append((image, np.clip(cv2.GaussianBlur(gt, (0, 0), 6), 0, 1)))
+        return out, f"ECSSD ({root})"
+    rng = np.random.default_rng(seed)
+    out = [(rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8), rng.random((HEIGHT, WIDTH), dtype=np.float32))
+           for _ in range(count)]
+    return out, "random images (ECSSD not found)"
+
+
+def interleaved(contenders: dict, repeats: int) -> dict[str, float]:
+    """Median seconds per call of each contender, calling them in turn every round."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for fn in contenders.values():  # warm-up
+        fn()
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-root", type=Path, default=DEFAULT_ROOT)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--bs-images", type=int, default=8, help="images for the bilateral solver timing")
+    args = parser.parse_args()
+
+    import cv2
+    import kornia
+    import torch
+
+    from harness.methods.bilateral_solver import BilateralSolver, bilateral_solve
+    from harness.methods.guided_filter import guided_filter, image_guide
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent).stdout.strip()
+    except OSError:
+        sha = "?"
+    pairs, source = load_images(args.data_root, BATCH)
+    print(f"git {sha}; {source}; {len(pairs)} images at {WIDTH}x{HEIGHT}; repeats {args.repeats}; "
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads), OpenCV {cv2.__version__} "
+          f"({cv2.getNumThreads()} threads)")
+    radius, eps = 9, 1e-3
+    guides = [image_guide(image) for image, _ in pairs]
+    masks = [mask for _, mask in pairs]
+    g1, m1 = guides[0], masks[0]
+    tg1, tm1 = torch.from_numpy(g1)[None, None], torch.from_numpy(m1)[None, None]
+    tg8 = torch.from_numpy(np.stack(guides))[:, None]
+    tm8 = torch.from_numpy(np.stack(masks))[:, None]
+
+    with torch.no_grad():
+        single = interleaved({
+            "opencv": lambda: cv2.ximgproc.guidedFilter(g1, m1, radius, eps),
+            "ours": lambda: guided_filter(tg1, tm1, radius, eps),
+        }, args.repeats)
+        single.update(interleaved({  # slow: a few rounds only
+            "kornia": lambda: kornia.filters.guided_blur(tg1, tm1, 2 * radius + 1, eps),
+        }, 3))
+        batch = interleaved({
+            "opencv x8": lambda: [cv2.ximgproc.guidedFilter(g, m, radius, eps) for g, m in zip(guides, masks)],
+            "ours B=8": lambda: guided_filter(tg8, tm8, radius, eps),
+        }, max(args.repeats // 3, 5))
+
+    ms = 1e3
+    print("\nguided filter, one 400x300 image (CPU):")
+    print(f"  OpenCV ximgproc      {single['opencv'] * ms:7.2f} ms")
+    print(f"  ours (torch)         {single['ours'] * ms:7.2f} ms   ratio ours/OpenCV = {single['ours'] / single['opencv']:.2f}"
+          f"   (goal <= 2)")
+    print(f"  kornia guided_blur   {single['kornia'] * ms:7.2f} ms   (reflect borders; reference only)")
+    per_cv, per_ours = batch["opencv x8"] / BATCH, batch["ours B=8"] / BATCH
+    print(f"\nguided filter, batch of {BATCH} (CPU), per image:")
+    print(f"  OpenCV, 8 calls      {per_cv * ms:7.2f} ms")
+    print(f"  ours, one B=8 call   {per_ours * ms:7.2f} ms   ratio ours/OpenCV = {per_ours / per_cv:.2f}   (goal < 1)")
+
+    if torch.cuda.is_available():
+        def on_gpu(b):
+            def run():
+                guided_filter(tg8[:b].cuda(non_blocking=True), tm8[:b].cuda(non_blocking=True), radius, eps)
+                torch.cuda.synchronize()
+            return run
+        dg8, dm8 = tg8.cuda(), tm8.cuda()
+
+        def resident():
+            guided_filter(dg8, dm8, radius, eps)
+            torch.cuda.synchronize()
+
+        with torch.no_grad():
+            gpu = interleaved({"B=1 + copy": on_gpu(1), "B=8 + copy": on_gpu(BATCH), "B=8 on GPU": resident},
+                              args.repeats)
+        print(f"\nguided filter on {torch.cuda.get_device_name()}, per image:")
+        print(f"  B=1, with host copies  {gpu['B=1 + copy'] * ms:7.3f} ms   ratio to OpenCV = {gpu['B=1 + copy'] / single['opencv']:.3f}")
+        print(f"  B=8, with host copies  {gpu['B=8 + copy'] / BATCH * ms:7.3f} ms   ratio to OpenCV = {gpu['B=8 + copy'] / BATCH / per_cv:.3f}")
+        print(f"  B=8, tensors on GPU    {gpu['B=8 on GPU'] / BATCH * ms:7.3f} ms   ratio to OpenCV = {gpu['B=8 on GPU'] / BATCH / per_cv:.3f}")
+    else:
+        print("\n(no CUDA device: GPU batching not measured)")
+
+    plugin = BilateralSolver()
+    bs_pairs = (pairs * ((args.bs_images + len(pairs) - 1) // len(pairs)))[: args.bs_images]
+    bs_rounds = max(args.repeats // 10, 3)
+    solve_times, plugin_times = [], []
+    for _ in range(bs_rounds):
+        for image, mask in bs_pairs:
+            start = time.perf_counter()
+            bilateral_solve(image, mask)
+            solve_times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            plugin(image, mask)
+            plugin_times.append(time.perf_counter() - start)
+    print(f"\nbilateral solver (CPU, scipy), one 400x300 image, median of {len(solve_times)}:")
+    print(f"  bilateral_solve      {statistics.median(solve_times) * ms:7.1f} ms")
+    print(f"  'bs' plugin call     {statistics.median(plugin_times) * ms:7.1f} ms   "
+          f"({statistics.median(plugin_times) / single['opencv']:.0f}x the OpenCV guided filter)")
+
+
+if __name__ == "__main__":
+    main()
