@@ -10,7 +10,7 @@ import logging
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from harness.evaluators.protocol import PROTOCOL_NAME, PROTOCOL_VERSION
 from harness.registry import Registry, get_registry
 from harness.results import SCHEMA_VERSION, environment_versions, git_sha, utc_now, write_run_files
 from harness.storage import check_writable
+from harness.training import distributed
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,11 @@ def validate_prediction(output: Any, sample: Sample, owner: str) -> Prediction:
     return Prediction(np.clip(mask, 0.0, 1.0), output.box)
 
 
+def _spec_record(spec: RunSpec) -> dict[str, Any]:
+    """The request as given (paths as text), so a run can be repeated or re-predicted."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(spec).items()}
+
+
 def _chunks(items: list, size: int):
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -194,15 +200,24 @@ class Runner:
         self.method.check_inputs(ids)
         self._check_labels()
         device = resolve_device(spec.device)
+        info = distributed.init(device)
+        device = distributed.local_device(device, info)
         seed_everything(spec.seed)
         config = self.config()
-        run_dir = check_writable(Path(spec.out) / self.run_name(config))
+        run_dir = Path(spec.out) / self.run_name(config)
+        if info.is_main:
+            check_writable(run_dir)
         cache_root = check_writable(spec.cache_dir or default_cache_dir())
-        progress = spec.progress if spec.progress is not None else None
+        progress = spec.progress if info.is_main else False
         context = RunContext(device, spec.seed, spec.batch_size, cache_root, self.backbone, progress is not False)
         for ev in self.evaluators:
             ev.reset()
-        rows, stats = self._loop(ids, context, cache_root, progress)
+        rows, stats = self._loop(ids[info.rank :: info.world], context, cache_root, progress)
+        if info.enabled:
+            gathered = distributed.gather_to_main((rows, [ev.records for ev in self.evaluators], stats), info)
+            if not info.is_main:
+                return RunResult(run_dir, {}, {})
+            rows, stats = self._merge_shards(gathered, len(ids))
         metrics: dict[str, Any] = {}
         for ev in self.evaluators:
             for key, value in ev.summarize().items():
@@ -224,9 +239,29 @@ class Runner:
             "counts": {"images": len(ids), **{k: v for k, v in stats.items() if k.startswith("n_")}},
             "timings": {k: v for k, v in stats.items() if k.endswith("_s")},
             "metrics": metrics,
+            "spec": _spec_record(spec),
+            "world_size": info.world,
         }
         write_run_files(run_dir, results, rows)
         return RunResult(run_dir, metrics, results)
+
+    def _merge_shards(self, gathered: list, n_images: int) -> tuple[list, dict]:
+        """Put every rank's rows and evaluator records back in dataset order.
+
+        Rank r handled images r, r + world, r + 2 world, ...; interleaving restores the order a
+        single process would have used, so the metrics are identical to a one-process run.
+        """
+        world = len(gathered)
+        order = [(p % world, p // world) for p in range(n_images)]
+        rows = [gathered[r][0][i] for r, i in order]
+        for k, ev in enumerate(self.evaluators):
+            ev.reset()
+            ev.extend([gathered[r][1][k][i] for r, i in order])
+        stats: dict[str, Any] = {}
+        for _, _, shard_stats in gathered:
+            for key, value in shard_stats.items():
+                stats[key] = round(stats.get(key, 0) + value, 3)
+        return rows, stats
 
     def _plugins(self) -> list:
         return [self.dataset, self.method, *self.posts, *self.evaluators] + (

@@ -211,24 +211,40 @@ class SempartCrop(Sempart):
     def loss_weights(self) -> dict[str, float]:
         return {**super().loss_weights(), "crop_mse": self.config["w_crop_mse"], "crop_ncut": self.config["w_crop_ncut"]}
 
-    def training_losses(self, model, backbone, batch, generator) -> dict:
+    def crop_views(self, model, backbone, images, fine, generator) -> dict:
+        """The crop-consistency pair: the student's zoomed crop and the detached teacher.
+
+        The same random half-size region of the image and of the fine mask is zoomed x2; the
+        network's fine mask on the zoomed image, guided-filtered (guide = the zoomed image) and
+        clamped, is the teacher.
+        """
         from harness.methods import sempart_losses as L
         from harness.methods.guided_filter import guided_filter
+
+        eps = self.config["eps"]
+        corners = L.random_crops(images.shape[0], images.shape[-2], images.shape[-1], generator)
+        zoomed = L.crop_and_zoom(images, corners)
+        crop_features, crop_fine, crop_coarse = self.forward(model, backbone, zoomed)
+        teacher = guided_filter(zoomed, crop_fine, self.config["gf_radius"], self.config["gf_eps"])
+        return {
+            "student": L.crop_and_zoom(fine, corners),
+            "teacher": teacher.clamp(eps, 1 - eps).detach(),
+            "features": crop_features,
+            "coarse": crop_coarse,
+        }
+
+    def training_losses(self, model, backbone, batch, generator) -> dict:
+        from harness.methods import sempart_losses as L
 
         images = batch["image"]
         features, fine, coarse = self.forward(model, backbone, images)
         tau, eps = self.config["tau"], self.config["eps"]
-        corners = L.random_crops(images.shape[0], images.shape[-2], images.shape[-1], generator)
-        zoomed = L.crop_and_zoom(images, corners)
-        student = L.crop_and_zoom(fine, corners)
-        crop_features, crop_fine, crop_coarse = self.forward(model, backbone, zoomed)
-        teacher = guided_filter(zoomed.mean(dim=1, keepdim=True), crop_fine, self.config["gf_radius"], self.config["gf_eps"])
-        teacher = teacher.clamp(eps, 1 - eps).detach()
+        crop = self.crop_views(model, backbone, images, fine, generator)
         return {
             "ncut": L.ncut_loss(coarse, L.cosine_affinity(features, tau, eps), eps),
             "consistency": L.consistency_loss(fine, coarse),
             "fine_tv": L.image_tv_loss(fine, normalize_image(images)),
             "coarse_tv": L.feature_tv_loss(coarse, features, tau, eps),
-            "crop_mse": (student - teacher).pow(2).mean(),
-            "crop_ncut": L.ncut_loss(crop_coarse, L.cosine_affinity(crop_features, tau, eps), eps),
+            "crop_mse": (crop["student"] - crop["teacher"]).pow(2).mean(),
+            "crop_ncut": L.ncut_loss(crop["coarse"], L.cosine_affinity(crop["features"], tau, eps), eps),
         }

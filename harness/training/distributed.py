@@ -83,7 +83,21 @@ def mean_across_ranks(values: dict[str, float], info: DistInfo) -> dict[str, flo
     import torch
     import torch.distributed as dist
 
-    keys = sorted(values)
+    keys = list(values)  # every rank builds the dict in the same order
     tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64)
     dist.all_reduce(tensor)
     return {k: float(v) / info.world for k, v in zip(keys, tensor.tolist())}
+
+
+def sync_buffers(model, info: DistInfo) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank.
+
+    DDP broadcasts buffers at the start of each forward, so after the last step of an epoch
+    each rank holds its own running statistics; the checkpoint is rank 0's.
+    """
+    if not info.enabled:
+        return
+    import torch.distributed as dist
+
+    for buffer in model.buffers():
+        dist.broadcast(buffer.data, src=0)

@@ -189,6 +189,10 @@ class Trainer:
                 bar.set_postfix({k: f"{v / (step + 1):.4f}" for k, v in sums.items()})
             bar.close()
             means = distributed.mean_across_ranks({k: v / steps for k, v in sums.items()}, info)
+            distributed.sync_buffers(model, info)
+            digests = distributed.gather_to_main(_state_digest(model), info)
+            if info.is_main and len(set(digests)) > 1:
+                raise HarnessError(f"the processes' weights diverged at epoch {epoch + 1}: {digests}")
             extras = self.method.checkpoint_extras(model, self.backbone, self.dataset, ids, device) if info.is_main else {}
             row = {"epoch": epoch + 1, **means, "seconds": round(time.perf_counter() - t0, 3)}
             history.append(row)
@@ -209,10 +213,22 @@ class Trainer:
                 save_checkpoint(out / f"checkpoint_epoch{epoch + 1:03d}.pt", payload)
                 save_checkpoint(out / LAST, payload)
                 _write_log(out, history)
-                atomic_write_json(out / "train_config.json", {"config": config, "epochs": self.epochs, **{
+                atomic_write_json(out / "train_config.json", {"config": config, "epochs": self.epochs,
+                                                              "world_size": info.world, "rank_weight_digests": digests, **{
                     k: v for k, v in extras.items() if isinstance(v, (int, float, str))}})
             distributed.barrier(info)
         return out
+
+
+def _state_digest(model) -> str:
+    """A digest of every parameter and buffer (identical on all ranks when DDP is in sync)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _jsonable(obj: Any) -> Any:
