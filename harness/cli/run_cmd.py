@@ -30,6 +30,8 @@ interrupted run resumes where it stopped.
                             help="evaluator; repeat for several (default: the dataset's)")
         parser.add_argument("--backbone", help="backbone plugin for methods that use one")
         parser.add_argument("--weights", help="local weights file for the backbone")
+        parser.add_argument("--backbone-args", default="", metavar="K=V,...",
+                            help="backbone options, e.g. features=queries (harness list backbones --options)")
         parser.add_argument("--method-args", default="", metavar="K=V,...", help="method options")
         parser.add_argument("--post-args", action="append", default=[], metavar="K=V,...",
                             help="post-processor options; one per --post, in the same order")
@@ -57,6 +59,7 @@ interrupted run resumes where it stopped.
             data_root=args.data_root,
             backbone=args.backbone,
             weights=args.weights,
+            backbone_args=parse_kv(args.backbone_args, "--backbone-args"),
             method_args=parse_kv(args.method_args, "--method-args"),
             dataset_args=parse_kv(args.dataset_args, "--dataset-args"),
             limit=args.limit,
@@ -69,6 +72,8 @@ interrupted run resumes where it stopped.
             progress=False if args.no_progress else None,
         )
         result = run(spec)
+        if not result.results:  # a non-zero rank under torchrun: rank 0 reports
+            return 0
         counts = result.results["counts"]
         print(format_metrics_table(result.metrics))
         print(f"\n{counts['images']} images ({counts.get('n_cached', 0)} masks from the cache)")
