@@ -172,6 +172,28 @@ def test_gradient_path_matches_and_passes_gradcheck():
     assert torch.autograd.gradcheck(lambda g, p: guided_filter(g, p, 3, 1e-2), (guide, masks))
 
 
+def test_the_batched_in_place_path_used_on_gpus_matches_on_cpu():
+    """On a GPU a B > 1 batch is filtered in one go (on a CPU image by image): same numbers."""
+    from harness.methods.guided_filter import _guided_filter_autograd, _guided_filter_inplace
+
+    torch.manual_seed(5)
+    guide, masks = torch.rand(4, 1, 25, 31, dtype=torch.float64), torch.rand(4, 2, 25, 31, dtype=torch.float64)
+    eps = torch.tensor([1e-3, 1e-2, 1e-1, 1.0], dtype=torch.float64).view(-1, 1, 1, 1)
+    torch.testing.assert_close(_guided_filter_inplace(guide, masks, 9, eps), _guided_filter_autograd(guide, masks, 9, eps))
+
+
+def test_why_not_kornia_guided_blur():
+    """kornia pads the borders: zeros darken a constant mask's corners, reflect needs H, W > r."""
+    import kornia
+
+    ones = torch.ones(1, 1, 30, 30)
+    zero_padded = kornia.filters.guided_blur(ones, 0.5 * ones, 2 * R + 1, EPS, border_type="constant")
+    assert zero_padded[0, 0, 0, 0] < 0.2  # 0.14 instead of 0.5
+    assert guided_filter(ones, 0.5 * ones, R, EPS)[0, 0, 0, 0] == pytest.approx(0.5)
+    with pytest.raises(RuntimeError):
+        kornia.filters.guided_blur(ones[..., :5, :5], ones[..., :5, :5], 2 * R + 1, EPS, border_type="reflect")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_matches_cpu():
     torch.manual_seed(4)
