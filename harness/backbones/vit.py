@@ -26,6 +26,7 @@ from harness.backbones.weights import (
 from harness.errors import HarnessError
 
 FEATURE_CHOICES = ("keys", "queries", "values", "tokens")
+_QKV_ORDER = ("queries", "keys", "values")
 _DINO_URL = "https://dl.fbaipublicfiles.com/dino/{0}/{0}.pth"
 
 
@@ -152,7 +153,7 @@ class ViTBackbone(TimmBackboneMixin, Backbone):
             if choice == "tokens":
                 out = tokens[:, prefix:]
             else:
-                part = FEATURE_CHOICES.index(choice)  # qkv output is laid out (3, heads, head_dim)
+                part = _QKV_ORDER.index(choice)  # qkv output is laid out (q|k|v, heads, head_dim)
                 dim = self.embed_dim
                 out = self._qkv.pop("out")[:, prefix:, part * dim:(part + 1) * dim]
         return out.transpose(1, 2).reshape(batch, -1, *grid)

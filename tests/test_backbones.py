@@ -1,0 +1,305 @@
+"""Backbones: weights resolution (offline, fast errors), strict loads of the official layouts,
+digests, the features (keys checked against a manual recomputation) and the feature cache."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from harness.api import Backbone, Option, RunContext, Sample
+from harness.backbones.effnet import EffNetLite0, packaged_weights
+from harness.backbones.features import FeatureCache, FeatureExtractor, FeatureRequest
+from harness.backbones.vit import DinoVitS8, DinoVitS16, IbotVitS16, random_official_state
+from harness.backbones.weights import file_digest
+from harness.cli import main
+from harness.errors import HarnessError
+from harness.runner import RunSpec, run
+
+
+@pytest.fixture(scope="module")
+def dino_s16_file(tmp_path_factory) -> Path:
+    """Random values in the official DINO ViT-S/16 key layout, saved under the official name."""
+    path = tmp_path_factory.mktemp("weights") / "dino_deitsmall16_pretrain.pth"
+    torch.save(random_official_state(384, 12, 16), path)
+    return path
+
+
+@pytest.fixture()
+def empty_caches(tmp_path, monkeypatch) -> Path:
+    """No torch hub or Hugging Face cache: only what a test puts there is found."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    return tmp_path
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ---- weights: resolution, errors, digests ----------------------------------------------------
+
+def test_missing_weights_offline_is_one_fast_clear_error(empty_caches, capsys):
+    start = time.perf_counter()
+    with pytest.raises(HarnessError) as info:
+        DinoVitS8().weights_digest
+    elapsed = time.perf_counter() - start
+    message = str(info.value)
+    assert elapsed < 5, "offline resolution must not wait for a network time-out"
+    assert "dino_deitsmall8_pretrain.pth" in message
+    assert str(empty_caches / "torch" / "hub" / "checkpoints" / "dino_deitsmall8_pretrain.pth") in message
+    assert "--weights" in message and "https://dl.fbaipublicfiles.com/dino/" in message
+    # through the CLI: exit status 2, one line, no traceback, within seconds
+    start = time.perf_counter()
+    assert main(["run", "--method", "tokencut", "--dataset", "synthetic", "--out", str(empty_caches / "runs")]) == 2
+    assert time.perf_counter() - start < 10
+    err = capsys.readouterr().err
+    assert "dino_deitsmall16_pretrain.pth" in err and "Traceback" not in err
+
+
+def test_ibot_needs_a_local_checkpoint(empty_caches):
+    with pytest.raises(HarnessError, match="ibot_vits16_checkpoint_teacher.pth.*--weights"):
+        IbotVitS16().weights_path()
+    with pytest.raises(HarnessError, match="no such file"):
+        IbotVitS16(weights=empty_caches / "nope.pth").weights_path()
+
+
+def test_official_dino_file_loads_strictly_through_weights_and_its_digest_is_recorded(dino_s16_file, tmp_path):
+    spec = RunSpec(method="tokencut", dataset="synthetic", dataset_args={"count": 2, "height": 64, "width": 96},
+                   backbone="dino-vits16", weights=str(dino_s16_file), out=tmp_path / "runs", progress=False)
+    result = run(spec)
+    digest = _sha256(dino_s16_file)
+    assert result.results["weights_digest"] == digest
+    assert result.results["config"]["backbone"]["weights_digest"] == digest
+    saved = json.loads((result.run_dir / "results.json").read_text())
+    assert saved["weights_digest"] == digest
+    # every tensor of the file is in the network, unchanged (a strict load, no renaming)
+    backbone = DinoVitS16(weights=dino_s16_file)
+    backbone.load("cpu")
+    state = torch.load(dino_s16_file)
+    model_state = backbone.model.state_dict()
+    assert set(model_state) == set(state)
+    assert all(torch.equal(model_state[k], state[k]) for k in state)
+
+
+def test_training_checkpoint_layouts_are_unwrapped(dino_s16_file, tmp_path):
+    """DINO full checkpoints ('teacher', 'backbone.' + 'head.' keys) and iBOT ones
+    ('state_dict', 'module.backbone.', 'masked_embed') load into the same network."""
+    state = torch.load(dino_s16_file)
+    dino_full = {"teacher": {f"backbone.{k}": v for k, v in state.items()}
+                 | {"head.mlp.0.weight": torch.zeros(8, 384), "head.last_layer.weight_g": torch.ones(1, 1)}}
+    ibot = {"state_dict": {f"module.backbone.{k}": v for k, v in state.items()}
+            | {"module.backbone.masked_embed": torch.zeros(1, 384), "module.head.mlp.0.bias": torch.zeros(8)}}
+    for name, obj in (("dino_full.pth", dino_full), ("ibot.pth", ibot)):
+        torch.save(obj, tmp_path / name)
+        backbone = IbotVitS16(weights=tmp_path / name)
+        backbone.load("cpu")
+        assert torch.equal(backbone.model.state_dict()["blocks.11.attn.qkv.weight"], state["blocks.11.attn.qkv.weight"])
+
+
+def test_a_file_of_another_architecture_is_a_clear_error(dino_s16_file):
+    with pytest.raises(HarnessError, match="dino_deitsmall16_pretrain.pth does not fit backbone 'dino-vits8'"):
+        DinoVitS8(weights=dino_s16_file).load("cpu")
+
+
+def test_torch_hub_cache_then_hugging_face_cache(empty_caches, dino_s16_file):
+    from safetensors.torch import save_file
+
+    # Hugging Face cache layout: models--<org>--<name>/{refs/main, snapshots/<rev>/model.safetensors}
+    repo = empty_caches / "hf" / "hub" / "models--timm--vit_small_patch16_224.dino"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    snapshot = repo / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    save_file(torch.load(dino_s16_file), str(snapshot / "model.safetensors"))
+    backbone = DinoVitS16()
+    assert backbone.weights_path() == snapshot / "model.safetensors"
+    backbone.load("cpu")  # timm's converted file loads strictly too
+    # the torch hub cache under the official name comes first
+    hub = empty_caches / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    os.symlink(dino_s16_file, hub / "dino_deitsmall16_pretrain.pth")
+    assert DinoVitS16().weights_path() == hub / "dino_deitsmall16_pretrain.pth"
+
+
+def test_digest_is_cached_by_path_size_and_mtime(tmp_path):
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"a" * 1000)
+    first = file_digest(path)
+    assert first == hashlib.sha256(b"a" * 1000).hexdigest()
+    stat = path.stat()
+    # same size and mtime: the recorded digest is trusted, the file is not read again
+    path.write_bytes(b"b" * 1000)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert file_digest(path) == first
+    # a new mtime: hashed again
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert file_digest(path) == hashlib.sha256(b"b" * 1000).hexdigest()
+
+
+# ---- features ------------------------------------------------------------------------------------
+
+def _manual_last_block(model, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """qkv output of the last block and final tokens, recomputed step by step."""
+    x = model.patch_embed(images)
+    x = model._pos_embed(x)
+    x = model.norm_pre(x)
+    for block in model.blocks[:-1]:
+        x = block(x)
+    last = model.blocks[-1]
+    qkv = torch.nn.functional.linear(last.norm1(x), last.attn.qkv.weight, last.attn.qkv.bias)
+    tokens = model.norm(last(x))
+    return qkv, tokens
+
+
+@pytest.mark.parametrize("choice", ["keys", "queries", "values", "tokens"])
+def test_vit_features_match_a_manual_recomputation(dino_s16_file, choice):
+    backbone = DinoVitS16(weights=dino_s16_file, features=choice)
+    backbone.load("cpu")
+    images = torch.rand(2, 3, 224, 160, generator=torch.Generator().manual_seed(0))  # 14 x 10 grid
+    feats = backbone.features(images)
+    assert feats.shape == (2, 384, 14, 10)
+    mean = torch.tensor(backbone.mean).view(1, 3, 1, 1)
+    std = torch.tensor(backbone.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        qkv, tokens = _manual_last_block(backbone.model, (images - mean) / std)
+    heads = 6
+    per_head = qkv.reshape(2, 141, 3, heads, 64).permute(2, 0, 3, 1, 4)  # (3, B, heads, N, 64)
+    index = ["queries", "keys", "values"].index(choice) if choice != "tokens" else None
+    if index is None:
+        expected = tokens[:, 1:]
+    else:  # heads concatenated in order, class token dropped
+        expected = per_head[index].transpose(1, 2).reshape(2, 141, 384)[:, 1:]
+    expected = expected.transpose(1, 2).reshape(2, 384, 14, 10)
+    torch.testing.assert_close(feats, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_vit_rejects_sizes_that_are_not_patch_multiples(dino_s16_file):
+    backbone = DinoVitS16(weights=dino_s16_file)
+    backbone.load("cpu")
+    with pytest.raises(HarnessError, match="not a multiple of its stride 16"):
+        backbone.features(torch.rand(1, 3, 224, 100))
+
+
+def test_effnet_weights_load_strictly_and_classify_imagenet_photos():
+    """The key rename and (x - 0.5) / 0.5 are right: a cat photo gets a cat class (281-285)
+    and the coffee photo an espresso/cup class (967/968), with high confidence."""
+    import skimage.data
+    from PIL import Image
+
+    assert packaged_weights() is not None
+    backbone = EffNetLite0()
+    backbone.load("cpu")
+    assert backbone.weights_digest == _sha256(packaged_weights())
+    for photo, classes in ((skimage.data.chelsea(), range(281, 286)), (skimage.data.coffee(), (967, 968))):
+        x = np.asarray(Image.fromarray(photo).resize((224, 224), Image.BICUBIC), np.float32) / 255
+        x = torch.from_numpy(x).permute(2, 0, 1)[None]
+        with torch.no_grad():
+            probs = backbone.model((x - 0.5) / 0.5).softmax(-1)[0]
+        assert int(probs.argmax()) in classes and float(probs.max()) > 0.5
+
+
+def test_effnet_feature_strides_and_list_marks_it_supervised(capsys):
+    images = torch.rand(1, 3, 192, 256)
+    for stride, channels in ((16, 112), (8, 40)):
+        backbone = EffNetLite0(stride=str(stride))
+        backbone.load("cpu")
+        assert backbone.feature_dim == channels
+        assert backbone.features(images).shape == (1, channels, 192 // stride, 256 // stride)
+    assert main(["list", "backbones"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert "[supervised]" in lines["effnet-lite0"]
+    assert "[self-supervised]" in lines["dino-vits16"]
+
+
+# ---- feature cache -------------------------------------------------------------------------------
+
+class MeanColour(Backbone):
+    """A stand-in backbone: the mean colour of each 4x4 cell; counts its calls."""
+
+    name = "mean-colour"
+    description = "test backbone"
+    stride = 4
+    options = (Option("gain", 1.0, "multiplies the features"),)
+    calls: list = []
+
+    @property
+    def weights_digest(self):
+        return "0" * 64
+
+    @property
+    def feature_dim(self):
+        return 3
+
+    def load(self, device="cpu"):
+        pass
+
+    def features(self, images):
+        MeanColour.calls.append(tuple(images.shape))
+        return torch.nn.functional.avg_pool2d(images, 4) * self.config["gain"]
+
+
+def _request(image_id: str, size: tuple[int, int], value: float) -> FeatureRequest:
+    return FeatureRequest(image_id, f"digest-{image_id}", f"pad:{size[0]}x{size[1]}",
+                          lambda: np.full((*size, 3), value, np.float32))
+
+
+def test_feature_cache_batches_by_size_stores_float16_and_is_shared(tmp_path):
+    MeanColour.calls = []
+    extractor = FeatureExtractor(MeanColour(), "cpu", tmp_path, batch_size=8)
+    requests = [_request("a", (8, 8), 0.1), _request("b", (8, 12), 0.2), _request("c", (8, 8), 0.3)]
+    grids = extractor.grids(requests)
+    assert sorted(MeanColour.calls) == [(1, 3, 8, 12), (2, 3, 8, 8)]  # one batch per input size
+    assert [g.shape for g in grids] == [(3, 2, 2), (3, 2, 3), (3, 2, 2)]
+    assert grids[2][0, 0, 0] == np.float32(np.float16(0.3))  # what is stored is float16
+    stored = list((tmp_path / "features").rglob("*.npy"))
+    assert len(stored) == 3 and all(np.load(p).dtype == np.float16 for p in stored)
+    # another method on the same backbone reads the same entries: no backbone call
+    MeanColour.calls = []
+    again = FeatureExtractor(MeanColour(), "cpu", tmp_path).grids(requests)
+    assert MeanColour.calls == [] and all(np.array_equal(x, y) for x, y in zip(grids, again))
+    # other options (a different identity) or another preparation miss the cache
+    FeatureExtractor(MeanColour(gain=2.0), "cpu", tmp_path).grids(requests[:1])
+    FeatureExtractor(MeanColour(), "cpu", tmp_path).grids(
+        [FeatureRequest("a", "digest-a", "resize-lanczos:8x8", requests[0].make_input)])
+    assert len(MeanColour.calls) == 2
+    # a truncated entry is recomputed, not read
+    stored[0].write_bytes(stored[0].read_bytes()[:20])
+    MeanColour.calls = []
+    FeatureExtractor(MeanColour(), "cpu", tmp_path).grids(requests)
+    assert len(MeanColour.calls) == 1
+
+
+def test_feature_cache_round_trip(tmp_path):
+    cache = FeatureCache(tmp_path)
+    array = np.linspace(-3, 3, 24, dtype=np.float32).reshape(2, 3, 4)
+    cache.put("ab" * 20, array)
+    np.testing.assert_array_equal(cache.get("ab" * 20), array.astype(np.float16))
+    assert cache.get("cd" * 20) is None
+
+
+def test_tokencut_and_lost_share_cached_features(tmp_path):
+    """TokenCut (detection input) and LOST pad the image the same way: LOST's run after
+    TokenCut's adds no feature entries."""
+    common = dict(dataset="synthetic", dataset_args={"count": 2, "height": 64, "width": 96},
+                  backbone="effnet-lite0", out=tmp_path / "runs", progress=False, cache_dir=tmp_path / "cache")
+    run(RunSpec(method="tokencut", method_args={"mode": "detection"}, **common))
+    entries = set((tmp_path / "cache" / "features").rglob("*.npy"))
+    assert len(entries) == 2
+    run(RunSpec(method="lost", **common))
+    assert set((tmp_path / "cache" / "features").rglob("*.npy")) == entries
+    run(RunSpec(method="tokencut", **common))  # saliency input (resized): its own entries
+    assert len(set((tmp_path / "cache" / "features").rglob("*.npy"))) == 4
+
+
+def test_backbone_args_reach_the_backbone(tmp_path):
+    spec = RunSpec(method="tokencut", dataset="synthetic", dataset_args={"count": 1, "height": 64, "width": 64},
+                   backbone="effnet-lite0", backbone_args={"stride": "8"}, out=tmp_path / "runs", progress=False)
+    result = run(spec)
+    assert result.results["config"]["backbone"]["config"] == {"stride": 8}
