@@ -66,11 +66,16 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=DEFAULT_ROOT)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--bs-images", type=int, default=8, help="images for the bilateral solver timing")
+    parser.add_argument("--threads", type=int, help="CPU threads for both torch and OpenCV (default: theirs)")
     args = parser.parse_args()
 
     import cv2
     import kornia
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        cv2.setNumThreads(args.threads)
 
     from harness.methods.bilateral_solver import BilateralSolver, bilateral_solve
     from harness.methods.guided_filter import guided_filter, image_guide
