@@ -1,17 +1,32 @@
 """``harness report``: the Two Tricks paper's table shapes from run directories.
 
-Saliency: rows = method (+ backbone) + post chain, columns = dataset x Acc / IoU / max F-beta,
-the best value of each column in bold. CorLoc: rows = method, columns = dataset. A missing
-cell is "–", never 0.
+Tables (``layout``):
+
+- ``saliency``: rows = method (+ backbone) + post chain, columns = dataset x Acc / IoU / max Fβ;
+- ``corloc``: rows = method, columns = dataset;
+- ``ablation``: Sempart rows by backbone x crop consistency x GF, IoU per dataset;
+- ``post``: method x none / GF / BF, IoU per dataset.
+
+Every cell carries a 95% bootstrap interval over images when the run directory holds its
+per-image data (``per_image.csv``, ``saliency_histograms.npz``); the best estimate of a column
+is bold; a missing cell is "–", never 0. Published numbers given with ``--reference`` are
+shown beside the measured ones with their difference.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from harness.bootstrap import Interval, max_mean_curve_interval, mean_interval
 from harness.errors import HarnessError
+
+log = logging.getLogger(__name__)
 
 MISSING = "–"
 DATASET_TITLES = {
@@ -25,12 +40,23 @@ DATASET_TITLES = {
 #: The paper's column order; other datasets follow alphabetically.
 DATASET_ORDER = list(DATASET_TITLES)
 SALIENCY_METRICS = (("acc", "Acc"), ("iou", "IoU"), ("max_fbeta", "max Fβ"))
+POST_TITLES = {"": "none", "gf": "GF", "bs": "BF", "bf": "BF"}
+LAYOUTS = ("all", "saliency", "corloc", "ablation", "post")
+SEMPART_FAMILY = {"sempart": False, "sempart-crop": True}  # method -> trained with crop consistency
+
+
+def dataset_title(name: str) -> str:
+    return DATASET_TITLES.get(name, name)
 
 
 @dataclass
 class RunRecord:
+    """One run directory: its results.json and, lazily, its per-image data."""
+
     path: Path
     results: dict[str, Any]
+    resamples: int = 4000
+    seed: int = 0
 
     @property
     def config(self) -> dict[str, Any]:
@@ -41,21 +67,62 @@ class RunRecord:
         return self.config["dataset"]["name"]
 
     @property
-    def row_label(self) -> str:
-        label = self.config["method"]["name"]
+    def method(self) -> str:
+        return self.config["method"]["name"]
+
+    @property
+    def backbone(self) -> str | None:
         backbone = self.config.get("backbone")
-        if backbone:
-            label += f" ({backbone['name']})"
-        for post in self.config.get("posts", []):
-            label += f" + {post['name']}"
-        return label
+        return backbone["name"] if backbone else None
+
+    @property
+    def post_chain(self) -> str:
+        return "+".join(post["name"] for post in self.config.get("posts", []))
+
+    @property
+    def method_label(self) -> str:
+        return self.method + (f" ({self.backbone})" if self.backbone else "")
+
+    @property
+    def row_label(self) -> str:
+        return self.method_label + "".join(f" + {post['name']}" for post in self.config.get("posts", []))
 
     @property
     def metrics(self) -> dict[str, Any]:
         return self.results.get("metrics", {})
 
+    @cached_property
+    def per_image(self):
+        import pandas as pd
 
-def find_runs(paths: list[str | Path]) -> list[RunRecord]:
+        path = self.path / "per_image.csv"
+        return pd.read_csv(path, dtype={"id": str}) if path.is_file() else None
+
+    @cached_property
+    def fbeta_curves(self) -> np.ndarray | None:
+        from harness.evaluators.saliency import HISTOGRAMS_FILE, fbeta_curves
+
+        path = self.path / HISTOGRAMS_FILE
+        if not path.is_file():
+            return None
+        with np.load(path) as data:
+            return fbeta_curves(data["hist_fg"].astype(np.int64), data["hist_bg"].astype(np.int64))
+
+    def interval(self, metric: str) -> Interval | None:
+        """The 95% bootstrap interval of a metric, or ``None`` without per-image data."""
+        kw = {"resamples": self.resamples, "seed": self.seed}
+        if metric == "max_fbeta":
+            curves = self.fbeta_curves
+            return max_mean_curve_interval(curves, **kw) if curves is not None else None
+        column = {"corloc": "corloc_hit"}.get(metric, metric)
+        frame = self.per_image
+        if frame is None or column not in frame:
+            return None
+        scale = 100.0 if metric == "corloc" else 1.0
+        return mean_interval(frame[column].to_numpy(np.float64) * scale, **kw)
+
+
+def find_runs(paths: list[str | Path], resamples: int = 4000, seed: int = 0) -> list[RunRecord]:
     """Every ``results.json`` in the given run directories or their parents (any depth)."""
     files: list[Path] = []
     for raw in paths:
@@ -71,7 +138,7 @@ def find_runs(paths: list[str | Path]) -> list[RunRecord]:
     runs = []
     for file in files:
         try:
-            runs.append(RunRecord(file.parent, json.loads(file.read_text())))
+            runs.append(RunRecord(file.parent, json.loads(file.read_text()), resamples, seed))
         except (OSError, json.JSONDecodeError) as exc:
             raise HarnessError(f"{file} cannot be read as a results file ({exc})") from None
     if not runs:
@@ -84,7 +151,7 @@ def _ordered_datasets(names) -> list[str]:
     return [d for d in DATASET_ORDER if d in names] + sorted(names - set(DATASET_ORDER))
 
 
-def _latest(runs: list[RunRecord]) -> dict[tuple[str, str], RunRecord]:
+def latest_runs(runs: list[RunRecord]) -> dict[tuple[str, str], RunRecord]:
     """One run per (row, dataset): the most recently created one."""
     cells: dict[tuple[str, str], RunRecord] = {}
     for run in sorted(runs, key=lambda r: r.results.get("created", "")):
@@ -92,64 +159,174 @@ def _latest(runs: list[RunRecord]) -> dict[tuple[str, str], RunRecord]:
     return cells
 
 
-def _bold_best(frame, fmt: str = "{:.3f}", higher_is_better: bool = True):
-    """Format each value with ``fmt`` and bold each column's best value."""
-    out = frame.copy().astype(object)
-    for column in frame.columns:
-        values = frame[column].dropna()
-        best = values.max() if higher_is_better else values.min()
-        for index in frame.index:
-            value = frame.at[index, column]
-            if value != value or value is None:  # NaN
-                out.at[index, column] = MISSING
-            else:
-                text = fmt.format(value)
-                out.at[index, column] = f"**{text}**" if len(values) > 1 and value == best else text
-    return out
+@dataclass
+class Table:
+    """Rows x columns of cells, each a run and a metric (or nothing)."""
+
+    title: str
+    index_names: list[str]
+    rows: list[tuple]
+    columns: list[str]
+    cells: dict[tuple[tuple, str], tuple[RunRecord, str]] = field(default_factory=dict)
+    percent: bool = False
+
+    def to_markdown(self, intervals: bool = True) -> str:
+        """The table, best estimate of each column in bold, intervals in brackets."""
+        import pandas as pd
+
+        digits = 1 if self.percent else 3
+        body = {column: [] for column in self.columns}
+        for column in self.columns:
+            values = [self.cells[(row, column)] for row in self.rows if (row, column) in self.cells]
+            estimates = [run.metrics.get(metric) for run, metric in values]
+            finite = [v for v in estimates if isinstance(v, (int, float)) and np.isfinite(v)]
+            best = max(finite) if len(finite) > 1 else None
+            for row in self.rows:
+                cell = self.cells.get((row, column))
+                value = cell[0].metrics.get(cell[1]) if cell else None
+                if not isinstance(value, (int, float)) or not np.isfinite(value):
+                    body[column].append(MISSING)
+                    continue
+                text = f"{value:.{digits}f}"
+                if best is not None and value == best:
+                    text = f"**{text}**"
+                interval = cell[0].interval(cell[1]) if intervals else None
+                if interval is not None and np.isfinite(interval.low):
+                    text += f" [{interval.low:.{digits}f}, {interval.high:.{digits}f}]"
+                body[column].append(text)
+        index = pd.MultiIndex.from_tuples(self.rows, names=self.index_names) if len(self.index_names) > 1 else \
+            pd.Index([r[0] for r in self.rows], name=self.index_names[0])
+        frame = pd.DataFrame(body, index=index)
+        return frame.reset_index().to_markdown(index=False)
 
 
-def saliency_table(runs: list[RunRecord]):
-    """DataFrame: rows = method label, columns = "DATASET metric"."""
-    import pandas as pd
-
-    cells = {key: run for key, run in _latest(runs).items() if "max_fbeta" in run.metrics}
+def saliency_table(runs: list[RunRecord]) -> Table | None:
+    cells = {key: run for key, run in latest_runs(runs).items() if "max_fbeta" in run.metrics}
     if not cells:
         return None
-    rows = sorted({row for row, _ in cells}, key=str.lower)
-    columns = [
-        (dataset, key, f"{DATASET_TITLES.get(dataset, dataset)} {title}")
-        for dataset in _ordered_datasets(d for _, d in cells)
-        for key, title in SALIENCY_METRICS
-    ]
-    data = {
-        title: [cells[(row, dataset)].metrics.get(key) if (row, dataset) in cells else None for row in rows]
-        for dataset, key, title in columns
-    }
-    return pd.DataFrame(data, index=pd.Index(rows, name="Method")).astype(float)
+    rows = [(r,) for r in sorted({row for row, _ in cells}, key=str.lower)]
+    columns, table_cells = [], {}
+    for dataset in _ordered_datasets(d for _, d in cells):
+        for key, title in SALIENCY_METRICS:
+            column = f"{dataset_title(dataset)} {title}"
+            columns.append(column)
+            for (row,) in rows:
+                if (row, dataset) in cells:
+                    table_cells[((row,), column)] = (cells[(row, dataset)], key)
+    return Table("Saliency", ["Method"], rows, columns, table_cells)
 
 
-def corloc_table(runs: list[RunRecord]):
-    import pandas as pd
-
-    cells = {key: run for key, run in _latest(runs).items() if "corloc" in run.metrics}
+def corloc_table(runs: list[RunRecord]) -> Table | None:
+    cells = {key: run for key, run in latest_runs(runs).items() if "corloc" in run.metrics}
     if not cells:
         return None
-    rows = sorted({row for row, _ in cells}, key=str.lower)
-    datasets = _ordered_datasets(d for _, d in cells)
-    data = {
-        DATASET_TITLES.get(d, d): [cells[(r, d)].metrics["corloc"] if (r, d) in cells else None for r in rows]
-        for d in datasets
-    }
-    return pd.DataFrame(data, index=pd.Index(rows, name="Method")).astype(float)
+    rows = [(r,) for r in sorted({row for row, _ in cells}, key=str.lower)]
+    columns, table_cells = [], {}
+    for dataset in _ordered_datasets(d for _, d in cells):
+        column = dataset_title(dataset)
+        columns.append(column)
+        for (row,) in rows:
+            if (row, dataset) in cells:
+                table_cells[((row,), column)] = (cells[(row, dataset)], "corloc")
+    return Table("CorLoc (%)", ["Method"], rows, columns, table_cells, percent=True)
 
 
-def _notes(runs: list[RunRecord]) -> list[str]:
-    runs = list(_latest(runs).values())  # only the runs whose numbers are shown
+def ablation_table(runs: list[RunRecord]) -> Table | None:
+    """Sempart runs by backbone x crop consistency x GF: IoU per dataset."""
+    family = [r for r in latest_runs(runs).values()
+              if r.method in SEMPART_FAMILY and r.post_chain in ("", "gf") and "iou" in r.metrics]
+    if not family:
+        return None
+    key = lambda r: (r.backbone or "–", "✓" if SEMPART_FAMILY[r.method] else "", "✓" if r.post_chain else "")  # noqa: E731
+    rows = sorted({key(r) for r in family})
+    datasets = _ordered_datasets(r.dataset for r in family)
+    columns = [f"{dataset_title(d)} IoU" for d in datasets]
+    cells = {(key(r), f"{dataset_title(r.dataset)} IoU"): (r, "iou") for r in family}
+    return Table("Ablation: backbone x crop consistency x GF (IoU)", ["Backbone", "Crop", "GF"], rows, columns, cells)
+
+
+def post_table(runs: list[RunRecord]) -> Table | None:
+    """Method x post-processing (none / GF / BF): IoU per dataset."""
+    chosen = [r for r in latest_runs(runs).values() if r.post_chain in POST_TITLES and "iou" in r.metrics]
+    if len({r.post_chain for r in chosen}) < 2:
+        return None  # nothing to compare
+    rows = [(m,) for m in sorted({r.method_label for r in chosen}, key=str.lower)]
+    posts = [p for p in POST_TITLES if any(r.post_chain == p for r in chosen)]
+    titles = list(dict.fromkeys(POST_TITLES[p] for p in posts))
+    cells = {((r.method_label,), f"{dataset_title(r.dataset)} {POST_TITLES[r.post_chain]}"): (r, "iou") for r in chosen}
+    columns = [c for c in (f"{dataset_title(d)} {t}" for d in _ordered_datasets(r.dataset for r in chosen) for t in titles)
+               if any(column == c for _, column in cells)]  # a dataset without that post-processor: no column
+    return Table("Post-processing (IoU)", ["Method"], rows, columns, cells)
+
+
+TABLES = {"saliency": saliency_table, "corloc": corloc_table, "ablation": ablation_table, "post": post_table}
+
+
+def read_reference(path: str | Path):
+    """Published numbers: a CSV with columns method, dataset, metric, value and optional
+    backbone and post (empty = none). Values in the paper's units (fractions for saliency,
+    percent for CorLoc)."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError) as exc:
+        raise HarnessError(f"--reference {path} cannot be read ({exc})") from None
+    missing = {"method", "dataset", "metric", "value"} - set(frame.columns)
+    if missing:
+        raise HarnessError(
+            f"--reference {path} lacks the column(s) {', '.join(sorted(missing))}; expected "
+            f"method,dataset,metric,value[,backbone,post]"
+        )
+    for column in ("backbone", "post"):
+        if column not in frame:
+            frame[column] = ""
+    try:
+        frame["value"] = frame["value"].astype(float)
+    except ValueError:
+        raise HarnessError(f"--reference {path}: the value column must hold numbers") from None
+    return frame
+
+
+def reference_table(runs: list[RunRecord], reference) -> str | None:
+    """Measured [95% CI] | published | difference, one row per reference line with a run."""
+    from tabulate import tabulate
+
+    cells = latest_runs(runs)
+    lines = []
+    for ref in reference.itertuples(index=False):
+        match = [r for r in cells.values()
+                 if r.method == ref.method and r.dataset == ref.dataset and r.post_chain == ref.post
+                 and (not ref.backbone or r.backbone == ref.backbone) and ref.metric in r.metrics]
+        label = ref.method + (f" ({ref.backbone})" if ref.backbone else "") + (f" + {ref.post}" if ref.post else "")
+        if not match:
+            lines.append([label, dataset_title(ref.dataset), ref.metric, MISSING, f"{ref.value:g}", MISSING])
+            continue
+        run = max(match, key=lambda r: r.results.get("created", ""))
+        value = run.metrics[ref.metric]
+        digits = 1 if ref.metric == "corloc" else 3
+        interval = run.interval(ref.metric)
+        measured = f"{value:.{digits}f}" + (f" [{interval.low:.{digits}f}, {interval.high:.{digits}f}]" if interval else "")
+        lines.append([label, dataset_title(ref.dataset), ref.metric, measured, f"{ref.value:g}",
+                      f"{value - ref.value:+.{digits}f}"])
+    if not lines:
+        return None
+    return tabulate(lines, headers=["Method", "Dataset", "Metric", "Measured [95% CI]", "Published", "Δ"],
+                    tablefmt="pipe")
+
+
+def _notes(runs: list[RunRecord], intervals: bool) -> list[str]:
+    runs = list(latest_runs(runs).values())  # only the runs whose numbers are shown
     protocols = sorted({f"{r.results['protocol']['name']} v{r.results['protocol']['version']}" for r in runs})
     notes = [
         f"Protocol: {', '.join(protocols)} (saliency: prediction > 0.5 for Acc and IoU, "
         "max Fβ with β² = 0.3 over 255 thresholds at dataset level; CorLoc: IoU ≥ 0.5)."
     ]
+    if intervals:
+        r = runs[0]
+        notes.append(f"Brackets: 95% percentile bootstrap intervals over images ({r.resamples} resamples, "
+                     f"seed {r.seed}); none where a run holds no per-image data.")
     for label in sorted({r.row_label for r in runs}, key=str.lower):
         members = [r for r in runs if r.row_label == label]
         backbone = members[0].config.get("backbone")
@@ -158,23 +335,50 @@ def _notes(runs: list[RunRecord]) -> list[str]:
         if weights:
             parts.append(f"weights sha256 `{weights[:12]}`")
         sizes = ", ".join(
-            f"{DATASET_TITLES.get(r.dataset, r.dataset)}: {r.results['counts']['images']} images ({r.path.name})"
+            f"{dataset_title(r.dataset)}: {r.results['counts']['images']} images ({r.path.name})"
             for r in sorted(members, key=lambda r: r.dataset)
         )
         notes.append(f"**{label}**: {'; '.join(parts)}; {sizes}.")
     return notes
 
 
-def render_report(runs: list[RunRecord], title: str = "Results") -> str:
-    """The markdown report: saliency table, CorLoc table, notes."""
+def render_report(
+    runs: list[RunRecord],
+    title: str = "Results",
+    layout: str = "all",
+    reference=None,
+    intervals: bool = True,
+    figures: list[tuple[str, str]] | None = None,
+) -> str:
+    """The markdown report.
+
+    Parameters
+    ----------
+    layout : str
+        ``all`` or one of ``saliency``, ``corloc``, ``ablation``, ``post``.
+    reference : DataFrame, optional
+        Published numbers (see :func:`read_reference`).
+    figures : list of (caption, relative path), optional
+        Figures to link at the end.
+    """
+    if layout not in LAYOUTS:
+        raise HarnessError(f"--layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
     parts = [f"# {title}", ""]
-    saliency = saliency_table(runs)
-    if saliency is not None:
-        parts += ["## Saliency", "", _bold_best(saliency).to_markdown(), ""]
-    corloc = corloc_table(runs)
-    if corloc is not None:
-        parts += ["## CorLoc (%)", "", _bold_best(corloc, "{:.1f}").to_markdown(), ""]
-    if saliency is None and corloc is None:
-        parts += ["No saliency or CorLoc metrics in these runs.", ""]
-    parts += ["## Notes", ""] + [f"{i}. {note}" for i, note in enumerate(_notes(runs), 1)] + [""]
+    names = list(TABLES) if layout == "all" else [layout]
+    shown = 0
+    for name in names:
+        table = TABLES[name](runs)
+        if table is not None:
+            parts += [f"## {table.title}", "", table.to_markdown(intervals), ""]
+            shown += 1
+    if reference is not None:
+        text = reference_table(runs, reference)
+        if text:
+            parts += ["## Reproduction: measured vs published", "", text, ""]
+            shown += 1
+    if not shown:
+        parts += [f"No runs fit the {layout!r} layout.", ""]
+    for caption, rel in figures or []:
+        parts += [f"![{caption}]({rel})", ""]
+    parts += ["## Notes", ""] + [f"{i}. {note}" for i, note in enumerate(_notes(runs, intervals), 1)] + [""]
     return "\n".join(parts)

@@ -283,15 +283,31 @@ class Runner:
     def _loop(self, ids: list[str], context: RunContext, cache_root: Path, progress) -> tuple[list, dict]:
         from tqdm.auto import tqdm
 
+        stats = {"n_computed": 0, "n_cached": 0, "predict_s": 0.0, "post_s": 0.0, "eval_s": 0.0}
+        rows: list[dict[str, Any]] = []
+        bar = tqdm(total=len(ids), desc=f"{self.method.name} on {self.dataset.name}", unit="img",
+                   disable=None if progress is None else not progress)
+        for sample, mask_u8, box in self._final_masks(ids, context, cache_root, stats):
+            t0 = time.perf_counter()
+            prediction = Prediction(mask_u8.astype(np.float32) / 255.0, box)
+            row: dict[str, Any] = {"id": sample.id}
+            for ev in self.evaluators:
+                row.update(ev.process(sample, prediction))
+            rows.append(row)
+            stats["eval_s"] += time.perf_counter() - t0
+            bar.update(1)
+        bar.close()
+        for key in ("predict_s", "post_s", "eval_s"):
+            stats[key] = round(stats[key], 3)
+        return rows, stats
+
+    def _final_masks(self, ids: list[str], context: RunContext, cache_root: Path, stats: dict):
+        """Yield ``(sample, uint8 mask, box)`` after the method and the post chain, using the caches."""
         method_hash = stable_hash(self.method_identity())
         post_chain = [post.identity() for post in self.posts]
         masks = MaskCache(cache_root, "masks")
         posted = MaskCache(cache_root, "post")
         ready = {"method": False, "posts": False}
-        stats = {"n_computed": 0, "n_cached": 0, "predict_s": 0.0, "post_s": 0.0, "eval_s": 0.0}
-        rows: list[dict[str, Any]] = []
-        bar = tqdm(total=len(ids), desc=f"{self.method.name} on {self.dataset.name}", unit="img",
-                   disable=None if progress is None else not progress)
         for batch_ids in _chunks(ids, context.batch_size):
             samples = [self.dataset.load(sample_id) for sample_id in batch_ids]
             keys = [stable_hash([method_hash, s.id, array_digest(s.image)]) for s in samples]
@@ -323,18 +339,16 @@ class Runner:
                     mask_u8 = self._post_process(sample, mask_u8, stable_hash([key, post_chain]), posted)
                     box = None  # a post-processed mask defines its own box
                     stats["post_s"] += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                prediction = Prediction(mask_u8.astype(np.float32) / 255.0, box)
-                row: dict[str, Any] = {"id": sample.id}
-                for ev in self.evaluators:
-                    row.update(ev.process(sample, prediction))
-                rows.append(row)
-                stats["eval_s"] += time.perf_counter() - t0
-            bar.update(len(samples))
-        bar.close()
-        for key in ("predict_s", "post_s", "eval_s"):
-            stats[key] = round(stats[key], 3)
-        return rows, stats
+                yield sample, mask_u8, box
+
+    def final_masks(self, ids: list[str]):
+        """Yield ``(sample, uint8 mask)`` for some images, from the caches where they are (figures)."""
+        device = resolve_device(self.spec.device)
+        cache_root = self.spec.cache_dir or default_cache_dir()
+        context = RunContext(device, self.spec.seed, 1, Path(cache_root), self.backbone, False)
+        for sample, mask_u8, _ in self._final_masks(ids, context, Path(cache_root), {"n_cached": 0, "n_computed": 0,
+                                                                                      "predict_s": 0.0, "post_s": 0.0}):
+            yield sample, mask_u8
 
     def _post_process(self, sample: Sample, mask_u8: np.ndarray, key: str, cache: MaskCache) -> np.ndarray:
         hit = cache.get(key)

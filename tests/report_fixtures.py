@@ -1,14 +1,54 @@
-"""Fixture run directories for report tests (hand-written results.json files)."""
+"""Fixture run directories for report tests: results.json plus per-image data made from a seed."""
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
+import numpy as np
 
-def write_run(root: Path, name: str, method: str, dataset: str, metrics: dict, posts=(), backbone=None,
-              images: int = 10, created: str = "2026-01-01T00:00:00+00:00") -> Path:
+from harness.evaluators.saliency import HISTOGRAMS_FILE, fbeta_curves, measure
+
+
+def _saliency_images(quality: float, n: int, seed: int):
+    """Per-image statistics of ``n`` synthetic 24 x 24 predictions; ``quality`` in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for _ in range(n):
+        gt = np.zeros((24, 24), np.uint8)
+        y, x = rng.integers(2, 10, size=2)
+        gt[y : y + 12, x : x + 12] = 255
+        sign = np.where(gt > 0, 1.0, -1.0)
+        pred = np.clip(0.5 + 0.5 * quality * sign + rng.normal(0, 0.3, gt.shape), 0, 1)
+        records.append(measure(np.round(pred * 255) / 255, gt))
+    return records
+
+
+def write_run(root: Path, name: str, method: str, dataset: str, kind: str = "saliency", quality: float = 0.5,
+              posts=(), backbone=None, images: int = 10, seed: int = 0,
+              created: str = "2026-01-01T00:00:00+00:00") -> Path:
     run_dir = root / name
     run_dir.mkdir(parents=True)
+    ids = [f"{i:04d}" for i in range(images)]
+    if kind == "saliency":
+        records = _saliency_images(quality, images, seed)
+        n = np.array([r.tp + r.fp + r.fn + r.tn for r in records], float)
+        acc = np.array([(r.tp + r.tn) for r in records]) / n
+        iou = np.array([r.tp / (r.tp + r.fp + r.fn) for r in records])
+        fg_ratio = np.array([(r.tp + r.fn) for r in records]) / n
+        hist_fg = np.stack([r.hist_fg for r in records])
+        hist_bg = np.stack([r.hist_bg for r in records])
+        curves = fbeta_curves(hist_fg, hist_bg)
+        metrics = {"acc": acc.mean(), "iou": iou.mean(), "max_fbeta": curves.mean(0).max(), "mae": 0.1}
+        rows = ["id,acc,iou,fg_ratio"] + [f"{i},{float(a)!r},{float(u)!r},{float(f)!r}" for i, a, u, f in zip(ids, acc, iou, fg_ratio)]
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, hist_fg=hist_fg.astype(np.uint32), hist_bg=hist_bg.astype(np.uint32))
+        (run_dir / HISTOGRAMS_FILE).write_bytes(buffer.getvalue())
+    else:
+        hits = (np.random.default_rng(seed).random(images) < quality).astype(int)
+        metrics = {"corloc": 100.0 * hits.mean()}
+        rows = ["id,corloc_hit"] + [f"{i},{h}" for i, h in zip(ids, hits)]
+    (run_dir / "per_image.csv").write_text("\n".join(rows) + "\n")
     results = {
         "schema_version": 1,
         "run": name,
@@ -22,21 +62,24 @@ def write_run(root: Path, name: str, method: str, dataset: str, metrics: dict, p
         "protocol": {"name": "harness-saliency-corloc", "version": "1.0"},
         "weights_digest": "ab" * 32 if backbone else None,
         "counts": {"images": images},
-        "metrics": metrics,
+        "metrics": {k: float(v) for k, v in metrics.items()},
     }
     (run_dir / "results.json").write_text(json.dumps(results))
     return run_dir
 
 
 def paper_like_runs(root: Path) -> None:
-    """Two methods, one with a post-processor; ECSSD and DUTS-TE saliency, VOC12 CorLoc."""
-    sal = lambda a, i, f: {"acc": a, "iou": i, "max_fbeta": f, "mae": 0.1}  # noqa: E731
-    write_run(root, "r1", "tokencut", "ecssd", sal(0.918, 0.712, 0.803), backbone="dino-vits16")
-    write_run(root, "r2", "tokencut", "ecssd", sal(0.934, 0.772, 0.874), posts=["bs"], backbone="dino-vits16")
-    write_run(root, "r3", "tokencut", "duts_te", sal(0.903, 0.576, 0.672), backbone="dino-vits16")
-    write_run(root, "r4", "center-prior", "ecssd", sal(0.701, 0.301, 0.410))
-    write_run(root, "r5", "tokencut", "voc12", {"corloc": 72.1}, backbone="dino-vits16")
-    write_run(root, "r6", "center-prior", "voc12", {"corloc": 40.25})
+    """Methods with and without post-processing on ECSSD and DUTS-TE, CorLoc on VOC12, and
+    Sempart rows for the ablation table."""
+    write_run(root, "r1", "tokencut", "ecssd", quality=0.55, backbone="dino-vits16", seed=1)
+    write_run(root, "r2", "tokencut", "ecssd", quality=0.7, posts=["bs"], backbone="dino-vits16", seed=2)
+    write_run(root, "r3", "tokencut", "duts_te", quality=0.5, backbone="dino-vits16", seed=3)
+    write_run(root, "r4", "center-prior", "ecssd", quality=0.2, seed=4)
+    write_run(root, "r5", "tokencut", "voc12", kind="corloc", quality=0.7, backbone="dino-vits16", seed=5)
+    write_run(root, "r6", "center-prior", "voc12", kind="corloc", quality=0.4, seed=6)
+    write_run(root, "r7", "sempart", "ecssd", quality=0.6, backbone="dino-vits8", seed=7)
+    write_run(root, "r8", "sempart-crop", "ecssd", quality=0.65, backbone="dino-vits8", seed=8)
+    write_run(root, "r9", "sempart-crop", "ecssd", quality=0.68, posts=["gf"], backbone="dino-vits8", seed=9)
     # an older run of the same cell is superseded by the newer r1
-    write_run(root, "r0", "tokencut", "ecssd", sal(0.5, 0.5, 0.5), backbone="dino-vits16",
+    write_run(root, "r0", "tokencut", "ecssd", quality=0.1, backbone="dino-vits16", seed=10,
               created="2025-01-01T00:00:00+00:00")

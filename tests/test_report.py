@@ -1,14 +1,16 @@
-"""``harness report`` lays out the paper's table shapes from run directories."""
+"""``harness report`` and ``harness compare``: the paper's table shapes with intervals, figures."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.report import find_runs, render_report
+from harness.report import find_runs, read_reference, render_report
 
 sys.path.insert(0, str(Path(__file__).parent))
 from report_fixtures import paper_like_runs  # noqa: E402
@@ -16,29 +18,107 @@ from report_fixtures import paper_like_runs  # noqa: E402
 EXPECTED = Path(__file__).parent / "fixtures" / "expected_report.md"
 
 
-def test_report_matches_the_checked_in_markdown(tmp_path):
-    paper_like_runs(tmp_path)
-    assert render_report(find_runs([tmp_path]), title="Fixture report") == EXPECTED.read_text()
-
-
-def test_report_layout_rules(tmp_path):
-    paper_like_runs(tmp_path)
-    text = render_report(find_runs([tmp_path]))
-    saliency = text.split("## CorLoc")[0]
-    lines = {line.split("|")[1].strip(): line for line in saliency.splitlines() if line.startswith("| ")}
-    # missing cells are a dash, never 0; the best value of a column is bold; the superseded r0 is gone
-    assert lines["center-prior"].count("–") == 3 and "0.000" not in text
-    assert "**0.934**" in lines["tokencut (dino-vits16) + bs"]
-    assert "(r0)" not in text and "0.500" not in text
-    assert text.index("DUTS-TE Acc") < text.index("ECSSD Acc")  # the paper's column order
-
-
-def test_report_cli_writes_the_file(tmp_path, capsys):
+@pytest.fixture
+def runs_dir(tmp_path) -> Path:
     paper_like_runs(tmp_path / "runs")
-    assert main(["report", str(tmp_path / "runs"), "-o", str(tmp_path / "out" / "t.md")]) == 0
-    assert (tmp_path / "out" / "t.md").read_text().startswith("# Results")
+    return tmp_path / "runs"
+
+
+def test_report_matches_the_checked_in_markdown(runs_dir):
+    text = render_report(find_runs([runs_dir], resamples=500), title="Fixture report")
+    assert text == EXPECTED.read_text()
+
+
+def _section(text: str, title: str) -> dict[str, str]:
+    body = text.split(f"## {title}")[1].split("## ")[0]
+    return {line.split("|")[1].strip(): line for line in body.splitlines() if line.startswith("| ")}
+
+
+def test_report_layout_rules(runs_dir):
+    text = render_report(find_runs([runs_dir], resamples=500))
+    saliency = _section(text, "Saliency")
+    # missing cells are a dash, never 0; the best of a column is bold; the superseded r0 is gone
+    assert saliency["center-prior"].count("–") == 3
+    assert "**0.632** [" in saliency["tokencut (dino-vits16) + bs"]
+    assert "(r0)" not in text
+    assert text.index("DUTS-TE Acc") < text.index("ECSSD Acc")  # the paper's column order
+    ablation = text.split("## Ablation: backbone x crop consistency x GF (IoU)")[1].split("## ")[0]
+    assert [line.split("|")[1:4] for line in ablation.splitlines() if "dino-vits8" in line] == [
+        [" dino-vits8 ", "        ", "      "], [" dino-vits8 ", " ✓      ", "      "], [" dino-vits8 ", " ✓      ", " ✓    "]]
+    post = text.split("## Post-processing (IoU)")[1].split("## ")[0]
+    assert "DUTS-TE GF" not in post and "ECSSD GF" in post and "ECSSD BF" in post
+
+
+def test_each_layout_alone(runs_dir):
+    runs = find_runs([runs_dir], resamples=200)
+    assert "## CorLoc" in render_report(runs, layout="corloc") and "## Saliency" not in render_report(runs, layout="corloc")
+    assert "## Ablation" in render_report(runs, layout="ablation")
+    with pytest.raises(HarnessError, match="--layout 'nope'"):
+        render_report(runs, layout="nope")
+
+
+def test_reference_numbers_are_shown_with_the_difference(runs_dir, tmp_path):
+    ref = tmp_path / "published.csv"
+    ref.write_text("method,backbone,post,dataset,metric,value\n"
+                   "tokencut,dino-vits16,,ecssd,iou,0.712\n"
+                   "tokencut,dino-vits16,bs,ecssd,iou,0.772\n"
+                   "lost,,,ecssd,iou,0.654\n")
+    text = render_report(find_runs([runs_dir], resamples=200), reference=read_reference(ref))
+    table = text.split("## Reproduction: measured vs published")[1]
+    assert "| tokencut (dino-vits16)      | ECSSD     | iou      | 0.537 [" in table and "| -0.175 |" in table
+    assert "| tokencut (dino-vits16) + bs | ECSSD     | iou      | 0.632 [" in table and "| -0.140 |" in table
+    assert "| lost                        | ECSSD     | iou      | –" in table
+    bad = tmp_path / "bad.csv"
+    bad.write_text("method,value\nx,1\n")
+    with pytest.raises(HarnessError, match="lacks the column"):
+        read_reference(bad)
+
+
+def test_compare_of_a_run_with_itself_is_exactly_zero(runs_dir, capsys):
+    assert main(["compare", str(runs_dir / "r1"), str(runs_dir / "r1"), "--resamples", "300"]) == 0
+    out = capsys.readouterr().out
+    assert "+0.0 IoU [0.0, 0.0]" in out and "+0.0 max Fβ [0.0, 0.0]" in out and "+0.0 Acc [0.0, 0.0]" in out
+
+
+def test_compare_prints_a_signed_paired_interval(runs_dir, capsys):
+    assert main(["compare", str(runs_dir / "r2"), str(runs_dir / "r1"), "--resamples", "500"]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if "IoU" in l and "[" in l).strip()
+    estimate, low, high = float(line.split()[0]), *map(float, line.split("[")[1].rstrip("]").split(","))
+    assert estimate == pytest.approx(100 * (0.6317 - 0.5365), abs=0.2) and low < estimate < high
+
+
+def test_compare_refuses_runs_on_different_images(runs_dir, capsys):
+    from report_fixtures import write_run
+
+    write_run(runs_dir, "fewer", "tokencut", "ecssd", quality=0.5, images=6, seed=11)
+    assert main(["compare", str(runs_dir / "r1"), str(runs_dir / "fewer")]) == 2
+    err = capsys.readouterr().err
+    assert "needs two runs on the same images: 4 only in r1" in err and "Traceback" not in err
+    assert main(["compare", str(runs_dir / "r1"), str(runs_dir / "r5")]) == 2  # saliency vs CorLoc
+    assert "share no metric" in capsys.readouterr().err
 
 
 def test_report_without_runs_is_a_clear_error(tmp_path):
     with pytest.raises(HarnessError, match="no results.json found"):
         find_runs([tmp_path])
+
+
+def test_figures_from_real_runs(tmp_path, capsys):
+    """Two runs on the synthetic dataset: the grid and the size plot exist, have the expected
+    pixel size and are not blank, and the markdown links them."""
+    from harness.figures import grid_size
+
+    common = ["--dataset", "synthetic", "--dataset-args", "count=6", "--out", str(tmp_path / "runs"), "--no-progress"]
+    assert main(["run", "--method", "center-prior", *common]) == 0
+    assert main(["run", "--method", "center-prior", "--method-args", "sigma=0.15", *common]) == 0
+    out = tmp_path / "report" / "table.md"
+    assert main(["report", str(tmp_path / "runs"), "-o", str(out), "--resamples", "200"]) == 0
+    text = out.read_text()
+    grid = out.parent / "table_figures" / "qualitative_synthetic.png"
+    size = out.parent / "table_figures" / "size_iou_synthetic.png"
+    assert "(table_figures/qualitative_synthetic.png)" in text and "(table_figures/size_iou_synthetic.png)" in text
+    pixels = np.asarray(Image.open(grid).convert("RGB"))
+    assert (pixels.shape[1], pixels.shape[0]) == grid_size(rows=3, columns=4)
+    assert pixels.std() > 20  # images and masks, not a blank canvas
+    plot = np.asarray(Image.open(size).convert("RGB"))
+    assert plot.shape[:2] == (450, 700) and len(np.unique(plot.reshape(-1, 3), axis=0)) > 10

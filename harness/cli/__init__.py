@@ -9,13 +9,14 @@ import logging
 import sys
 
 from harness.cli.base import Command
+from harness.cli.compare_cmd import CompareCommand
 from harness.cli.list_cmd import ListCommand
 from harness.cli.report_cmd import ReportCommand
 from harness.cli.run_cmd import RunCommand
 from harness.cli.train_cmd import TrainCommand
 from harness.errors import HarnessError
 
-COMMANDS: list[type[Command]] = [ListCommand, RunCommand, TrainCommand, ReportCommand]
+COMMANDS: list[type[Command]] = [ListCommand, RunCommand, TrainCommand, ReportCommand, CompareCommand]
 
 
 class _VersionAction(argparse.Action):

@@ -1,7 +1,8 @@
-"""``harness report``: markdown tables from run directories."""
+"""``harness report``: markdown tables (with bootstrap intervals) and figures from run directories."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from harness.cli.base import Command
@@ -9,26 +10,61 @@ from harness.cli.base import Command
 
 class ReportCommand(Command):
     name = "report"
-    help = "write the comparison tables (markdown) of one or more runs"
+    help = "write the comparison tables (markdown, 95% intervals) and figures of one or more runs"
     examples = """examples:
-  harness report runs/                         # print the tables of every run under runs/
-  harness report runs/ -o reports/table1.md    # write them to a file
-  harness report runs/ecssd-tokencut-* runs/ecssd-sempart-*
+  harness report runs/                                  # print every table of every run under runs/
+  harness report runs/ -o reports/table1.md             # write them, with figures in reports/table1_figures/
+  harness report runs/ --layout post -o reports/post.md # one table: method x none / GF / BF
+  harness report runs/ --reference published.csv        # published numbers beside the measured ones
+  harness report runs/ -o r.md --figure-run ecssd-tokencut-effnet-lite0-1a2b3c4d   # rank grid images by this run
+
+published.csv columns: method,dataset,metric,value[,backbone,post], e.g.
+  tokencut,ecssd,iou,0.712,dino-vits16,
+  tokencut,ecssd,iou,0.772,dino-vits16,bs
 """
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_PARENT")
         parser.add_argument("-o", "--output", type=Path, help="markdown file to write (default: print)")
         parser.add_argument("--title", default="Results", help="the report's heading")
+        parser.add_argument("--layout", default="all", choices=["all", "saliency", "corloc", "ablation", "post"])
+        parser.add_argument("--reference", type=Path, help="CSV of published numbers to show beside the measured ones")
+        parser.add_argument("--no-intervals", action="store_true", help="omit the bootstrap intervals")
+        parser.add_argument("--resamples", type=int, default=4000, help="bootstrap resamples (default 4000)")
+        parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+        parser.add_argument("--figures", type=Path, help="folder for figures (default <output>_figures/ with -o)")
+        parser.add_argument("--no-figures", action="store_true", help="no figures")
+        parser.add_argument("--figure-run", help="run (directory name or row label) that ranks the grid's images")
+        parser.add_argument("--figure-ids", help="comma-separated image ids for the grid instead of best/median/worst")
 
     def run(self, args: argparse.Namespace) -> int:
-        from harness.report import find_runs, render_report
+        from harness.errors import HarnessError
+        from harness.report import find_runs, read_reference, render_report
         from harness.storage import atomic_write_text
 
-        text = render_report(find_runs(args.paths), title=args.title)
+        if args.resamples < 100:
+            raise HarnessError(f"--resamples {args.resamples}: use at least 100 (a few thousand is usual)")
+        runs = find_runs(args.paths, resamples=args.resamples, seed=args.seed)
+        reference = read_reference(args.reference) if args.reference else None
+        figure_dir = args.figures
+        if figure_dir is None and args.output is not None:
+            figure_dir = args.output.with_name(args.output.stem + "_figures")
+        figures = []
+        if figure_dir is not None and not args.no_figures:
+            from harness.figures import qualitative_figures, size_curves
+
+            ids = [i.strip() for i in args.figure_ids.split(",")] if args.figure_ids else None
+            made, skipped = qualitative_figures(runs, figure_dir, args.figure_run, ids)
+            made += size_curves(runs, figure_dir)
+            base = args.output.parent if args.output else Path.cwd()
+            figures = [(caption, os.path.relpath(path, base)) for caption, path in made]
+            for note in skipped:
+                print(f"note: {note}")
+        text = render_report(runs, title=args.title, layout=args.layout, reference=reference,
+                             intervals=not args.no_intervals, figures=figures)
         if args.output:
             atomic_write_text(args.output, text)
-            print(f"wrote {args.output}")
+            print(f"wrote {args.output}" + (f" and {len(figures)} figures in {figure_dir}" if figures else ""))
         else:
             print(text)
         return 0

@@ -28,6 +28,7 @@ from harness.evaluators.protocol import BETA2, N_THRESHOLDS
 # 255 * p of a float32 p = v / 255 is off by up to ~2e-5; this keeps it on level v.
 _LEVEL_EPS = 1e-4
 _N_BINS = N_THRESHOLDS + 1
+HISTOGRAMS_FILE = "saliency_histograms.npz"
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,23 @@ class SaliencyEvaluator(Evaluator):
             "max_fbeta_per_image": float(curve.max()),
             "fg_ratio": (record.tp + record.fn) / n,
         }
+
+    def artifacts(self, run_dir) -> list:
+        """``saliency_histograms.npz``: the per-image level histograms, in per_image.csv order
+        (what bootstrap intervals of max F-beta and paired comparisons are computed from)."""
+        import io
+
+        from harness.storage import atomic_write_bytes
+
+        if not self.records:
+            return []
+        buffer = io.BytesIO()
+        np.savez_compressed(
+            buffer,
+            hist_fg=np.stack([x.hist_fg for x in self.records]).astype(np.uint32),
+            hist_bg=np.stack([x.hist_bg for x in self.records]).astype(np.uint32),
+        )
+        return [atomic_write_bytes(run_dir / HISTOGRAMS_FILE, buffer.getvalue())]
 
     def summarize(self) -> dict:
         if not self.records:

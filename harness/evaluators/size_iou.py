@@ -32,6 +32,26 @@ def bin_label(index: int, bins: int = N_SIZE_BINS) -> str:
     return f"{index * width:02d}_{(index + 1) * width:02d}"
 
 
+def per_bin_means(bins: np.ndarray, ious: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean IoU per size bin (NaN where no IoU is defined) and image count per bin.
+
+    Parameters
+    ----------
+    bins : np.ndarray
+        ``(N,)`` bin index of each image (:func:`size_bin`).
+    ious : np.ndarray
+        ``(N,)`` IoU of each image (NaN for an empty union).
+    """
+    bins = np.asarray(bins, dtype=np.int64)
+    ious = np.asarray(ious, dtype=np.float64)
+    counts = np.bincount(bins, minlength=N_SIZE_BINS)
+    valid = np.isfinite(ious)
+    sums = np.bincount(bins[valid], weights=ious[valid], minlength=N_SIZE_BINS)
+    defined = np.bincount(bins[valid], minlength=N_SIZE_BINS)
+    means = np.divide(sums, defined, out=np.full(N_SIZE_BINS, np.nan), where=defined > 0)
+    return means, counts
+
+
 class SizeBinnedIoU(Evaluator):
     name = "size-iou"
     description = "mean IoU and image count in 20 bins of ground-truth foreground ratio (+ PNG plot)"
@@ -50,14 +70,7 @@ class SizeBinnedIoU(Evaluator):
 
     def per_bin(self) -> tuple[np.ndarray, np.ndarray]:
         """``(20,)`` mean IoU (NaN where no IoU is defined) and ``(20,)`` image counts."""
-        bins = np.array([r[0] for r in self.records], dtype=np.int64)
-        ious = np.array([r[2] for r in self.records], dtype=np.float64)
-        counts = np.bincount(bins, minlength=N_SIZE_BINS)
-        valid = np.isfinite(ious)
-        sums = np.bincount(bins[valid], weights=ious[valid], minlength=N_SIZE_BINS)
-        defined = np.bincount(bins[valid], minlength=N_SIZE_BINS)
-        means = np.divide(sums, defined, out=np.full(N_SIZE_BINS, np.nan), where=defined > 0)
-        return means, counts
+        return per_bin_means(np.array([r[0] for r in self.records]), np.array([r[2] for r in self.records]))
 
     def summarize(self) -> dict:
         if not self.records:
