@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.api import Backbone, Option, RunContext, Sample
+from harness.api import Backbone, Option
 from harness.backbones.effnet import EffNetLite0, packaged_weights
 from harness.backbones.features import FeatureCache, FeatureExtractor, FeatureRequest
 from harness.backbones.vit import DinoVitS8, DinoVitS16, IbotVitS16, random_official_state
