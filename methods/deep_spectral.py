@@ -4,9 +4,10 @@ segmentation and localisation; a row of the Two Tricks paper's tables.
 
 The method, with the defaults of the paper and its released extraction code:
 
-- features: the last block's attention keys of DINO ViT-B/8 (``dino-vitb8``, the backbone of
-  the paper's object-segmentation rows), L2-normalised; the image at full resolution with
-  the right/bottom remainder cropped to a multiple of the patch size;
+- features: the last block's attention keys of DINO ViT-B/8 (``dino-vitb8``, the backbone
+  later saliency tables list for this method), L2-normalised; the image at full resolution
+  with the right/bottom remainder cropped to a multiple of the patch size (the released
+  feature extraction);
 - affinity ``W = F F^T * (F F^T > 0)`` (divided by its maximum, 1 for normalised features),
   plus ``knn_lambda`` times a KNN colour affinity of the image resized to the patch grid
   (KNN matting's features ``(r, g, b, w x, w y)`` with 20 neighbours at ``w = 2`` and 10 at
