@@ -55,6 +55,12 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(trained, tmp_path)
     pd.testing.assert_frame_equal(straight, resumed, check_exact=True)
 
 
+def test_the_same_seed_gives_the_same_loss_log(trained, tmp_path):
+    again = _train(tmp_path / "again", epochs=2)
+    pd.testing.assert_frame_equal(pd.read_csv(trained / "losses.csv").drop(columns="seconds"),
+                                  pd.read_csv(again / "losses.csv").drop(columns="seconds"), check_exact=True)
+
+
 def test_training_into_an_existing_run_without_resume_is_refused(trained):
     with pytest.raises(HarnessError, match="already holds a training run; pass --resume"):
         _train(trained, epochs=3)

@@ -79,3 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"harness {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug in the harness or a plugin: one line, traceback only with -v
+        if args.verbose:
+            raise
+        print(f"harness {args.command}: unexpected {type(exc).__name__}: {exc} "
+              f"(run again with -v for the traceback)", file=sys.stderr)
+        return 1
