@@ -7,6 +7,7 @@ one :class:`~harness.errors.DataError` that names the file.
 from __future__ import annotations
 
 import io
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +17,16 @@ from harness.errors import DataError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-def _open(path: Path, what: str):
+@contextmanager
+def _readable(path: Path, what: str):
+    """Open an image file; every way it can be unreadable becomes one :class:`DataError`."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         if path.stat().st_size == 0:
             raise DataError(f"{what} {path} is empty (0 bytes); re-copy it or remove it")
-        img = Image.open(path)
-        img.load()  # decode now, so truncated files fail here and not later
-        return img
+        with Image.open(path) as img:
+            yield img
     except DataError:
         raise
     except FileNotFoundError:
@@ -33,6 +35,13 @@ def _open(path: Path, what: str):
         raise DataError(
             f"{what} {path} cannot be read as an image ({exc}); re-copy it or remove it"
         ) from None
+
+
+def _open(path: Path, what: str):
+    """The decoded image (truncated files fail here, not later)."""
+    with _readable(path, what) as img:
+        img.load()
+        return img.copy()  # the file closes on leaving the block, which frees the original
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -117,22 +126,8 @@ def list_images(folder: Path, *, strict: bool = False) -> dict[str, Path]:
 
 def image_size(path: str | Path, what: str = "image") -> tuple[int, int]:
     """``(H, W)`` of an image file, read from its header without decoding the pixels."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    try:
-        if path.stat().st_size == 0:
-            raise DataError(f"{what} {path} is empty (0 bytes); re-copy it or remove it")
-        with Image.open(path) as img:
-            width, height = img.size
-    except DataError:
-        raise
-    except FileNotFoundError:
-        raise DataError(f"{what} {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(
-            f"{what} {path} cannot be read as an image ({exc}); re-copy it or remove it"
-        ) from None
+    with _readable(Path(path), what) as img:
+        width, height = img.size
     return height, width
 
 
