@@ -54,6 +54,7 @@ class RunSpec:
     name: str | None = None
     cache_dir: Path | None = None
     progress: bool | None = None
+    threads: int | None = None
 
 
 @dataclass
@@ -76,6 +77,17 @@ def resolve_device(device: str) -> str:
     if not torch.cuda.is_available():
         raise HarnessError(f"--device {device}: no CUDA device is available here; use --device cpu")
     return device
+
+
+def set_threads(threads: int | None) -> None:
+    """Cap torch's CPU threads (one per process avoids oversubscription when processes share cores)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise HarnessError(f"--threads {threads}: give a positive number")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def seed_everything(seed: int) -> None:
@@ -200,6 +212,7 @@ class Runner:
         self.method.check_inputs(ids)
         self._check_labels()
         device = resolve_device(spec.device)
+        set_threads(spec.threads)
         info = distributed.init(device)
         device = distributed.local_device(device, info)
         seed_everything(spec.seed)

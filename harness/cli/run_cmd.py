@@ -43,6 +43,7 @@ interrupted run resumes where it stopped.
         parser.add_argument("--out", type=Path, default=Path("runs"), help="parent of run directories")
         parser.add_argument("--name", help="run directory name (default: derived from the config)")
         parser.add_argument("--cache-dir", type=Path, help="cache folder (default $HARNESS_CACHE or ~/.cache/harness)")
+        parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -70,6 +71,7 @@ interrupted run resumes where it stopped.
             name=args.name,
             cache_dir=args.cache_dir,
             progress=False if args.no_progress else None,
+            threads=args.threads,
         )
         result = run(spec)
         if not result.results:  # a non-zero rank under torchrun: rank 0 reports
