@@ -30,10 +30,11 @@ def harness_methods():
     from harness.methods.deep_spectral import DeepSpectral
     from harness.methods.lost import LOST
     from harness.methods.masks import MaskFolder, MOVEMasks
+    from harness.methods.selfmask import SelfMask
     from harness.methods.sempart import Sempart, SempartCrop
     from harness.methods.tokencut import TokenCut
 
-    return [CenterPrior, Sempart, SempartCrop, MaskFolder, MOVEMasks, TokenCut, LOST, DeepSpectral]
+    return [CenterPrior, Sempart, SempartCrop, MaskFolder, MOVEMasks, TokenCut, LOST, DeepSpectral, SelfMask]
 
 
 @hookimpl

@@ -81,7 +81,11 @@ class RunRecord:
 
     @property
     def method_label(self) -> str:
-        return self.method + (f" ({self.backbone})" if self.backbone else "")
+        """The method's name (or the ``display_name`` its cache token gives, e.g. "SelfMask w/
+        tokencut") and its backbone."""
+        token = self.config.get("method_token")
+        name = token.get("display_name") if isinstance(token, dict) else None
+        return (name or self.method) + (f" ({self.backbone})" if self.backbone else "")
 
     @property
     def row_label(self) -> str:

@@ -15,6 +15,7 @@ class TrainCommand(Command):
   harness train --method sempart-crop --dataset ecssd --data-root data/ECSSD --backbone effnet-lite0 --epochs 2 --out runs/train/demo
   harness train ... --out runs/train/demo --resume          # continue an interrupted run exactly
   torchrun --nproc_per_node=2 -m harness train ...           # DistributedDataParallel
+  harness train --method selfmask --pseudo-masks runs/duts_tr-tokencut-... --dataset duts_tr --data-root data/DUTS-TR
 
 Then evaluate the last checkpoint:
   harness run --method sempart --method-args checkpoint=runs/train/demo/checkpoint_last.pt --dataset ecssd ...
@@ -26,6 +27,9 @@ Then evaluate the last checkpoint:
         parser.add_argument("--data-root", help="the dataset's folder")
         parser.add_argument("--dataset-args", default="", metavar="K=V,...")
         parser.add_argument("--method-args", default="", metavar="K=V,...", help="method options (loss weights, ...)")
+        parser.add_argument("--pseudo-masks", metavar="SOURCE",
+                            help="training masks for distillation (selfmask): a `harness run` directory on the "
+                                 "training dataset, a folder of mask images, or a COCO-RLE JSON keyed by file name")
         parser.add_argument("--backbone", help="frozen backbone (default: the method's)")
         parser.add_argument("--weights", help="local weights file for the backbone")
         parser.add_argument("--backbone-args", default="", metavar="K=V,...", help="backbone options (e.g. stride=8)")
@@ -53,6 +57,7 @@ Then evaluate the last checkpoint:
             backbone_args=parse_kv(args.backbone_args, "--backbone-args"), epochs=args.epochs, batch_size=args.batch_size,
             lr=args.lr, seed=args.seed, limit=args.limit, out=args.out, resume=args.resume, device=args.device,
             workers=args.workers, amp=not args.no_amp, progress=False if args.no_progress else None,
+            pseudo_masks=args.pseudo_masks,
         )
         out = train(spec)
         from harness.training.distributed import from_environment

@@ -14,7 +14,8 @@ class TrainableMethod(Method):
     """A method whose network is trained by :mod:`harness.training.trainer`.
 
     The trainer owns the loop (sampling, distribution, AMP, checkpoints, logs); the method
-    says what an item is, what the losses are and how they are weighted.
+    says what an item is, what the losses are and how they are weighted. A method that declares
+    an option named ``pseudo_masks`` receives ``harness train --pseudo-masks SOURCE`` in it.
     """
 
     trainable: ClassVar[bool] = True
@@ -23,8 +24,13 @@ class TrainableMethod(Method):
     default_batch_size: ClassVar[int] = 8
     default_lr: ClassVar[float] = 1e-4
 
+    def prepare_training(self, dataset, ids: list[str]) -> None:
+        """Check and open what training reads besides the images (e.g. pseudo-masks), on
+        every process, before the model is built; raise a clear error for anything missing."""
+
     def build_model(self, backbone) -> "torch.nn.Module":
-        """The trainable network (the backbone stays frozen outside it)."""
+        """The trainable network (the backbone stays frozen outside it; a method that fine-tunes
+        the encoder puts a copy of ``backbone.model`` inside the network it returns)."""
         raise NotImplementedError
 
     def make_optimizer(self, parameters, lr: float) -> "torch.optim.Optimizer":

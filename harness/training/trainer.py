@@ -52,6 +52,9 @@ class TrainSpec:
     limit: int | None = None
     amp: bool = True
     progress: bool | None = None
+    #: pseudo-mask source (run directory, mask folder or COCO-RLE JSON) for methods with a
+    #: ``pseudo_masks`` option
+    pseudo_masks: str | None = None
 
 
 class _Items:
@@ -77,7 +80,14 @@ class Trainer:
     def __init__(self, spec: TrainSpec, registry: Registry | None = None):
         self.spec = spec
         reg = registry or get_registry()
-        self.method = reg.create("method", spec.method, spec.method_args)
+        method_args = dict(spec.method_args)
+        if spec.pseudo_masks is not None:
+            takes = [e.name for e in reg.entries("method") if any(o.name == "pseudo_masks" for o in e.cls.options)]
+            if spec.method not in takes:
+                raise HarnessError(f"method {spec.method!r} does not train on pseudo-masks; drop --pseudo-masks "
+                                   f"(methods that do: {', '.join(takes) or 'none'})")
+            method_args["pseudo_masks"] = str(spec.pseudo_masks)
+        self.method = reg.create("method", spec.method, method_args)
         if not getattr(self.method, "trainable", False):
             trainable = [e.name for e in reg.entries("method") if getattr(e.cls, "trainable", False)]
             raise HarnessError(f"method {spec.method!r} cannot be trained; trainable methods: {', '.join(trainable)}")
@@ -123,6 +133,7 @@ class Trainer:
         steps = len(ids) // self.batch_size
         if steps == 0:
             raise HarnessError(f"{len(ids)} training images are fewer than one batch of {self.batch_size}")
+        self.method.prepare_training(self.dataset, ids)
         config = self.config()
         out = self.out_dir(config)
         if info.is_main:

@@ -1,0 +1,338 @@
+"""SelfMask: losses, pseudo-masks from the three sources, training on ECSSD, evaluation, report rows.
+
+Small scale on purpose: 64 px inputs, the offline EfficientNet-Lite0 at stride 8 (an 8 x 8
+grid), a narrow decoder where the architecture does not matter, 16 images at most, one
+thread (the machine's two cores are shared).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from harness.cli import main
+from harness.errors import DataError
+from harness.methods.center_prior import center_prior
+from harness.methods.selfmask import selfmask_augment
+from harness.methods.selfmask_losses import dice_loss, ranking_loss
+from harness.registry import get_registry
+from harness.runner import RunSpec, run
+from harness.training.checkpoint import load_checkpoint
+from harness.training.pseudo_masks import (
+    FolderPseudoMasks,
+    RleJsonPseudoMasks,
+    RunPseudoMasks,
+    open_pseudo_masks,
+    rle_counts_from_string,
+    rle_decode,
+    rle_encode,
+)
+from harness.training.trainer import TrainSpec, train
+
+SMALL = {"image_size": "64", "decoder_dim": "128", "heads": "4", "scale_min": "0.6"}
+BACKBONE = dict(backbone="effnet-lite0", backbone_args={"stride": "8"})
+N_IMAGES = 16
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Two threads on two shared cores spin against the other jobs: one is several times faster."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def ecssd_masks(shared_data) -> Path:
+    return shared_data / "ECSSD" / "ground_truth_mask"
+
+
+@pytest.fixture(scope="module")
+def trained_on_gt(shared_data, ecssd_masks, tmp_path_factory) -> Path:
+    """SelfMask trained on the first 16 ECSSD images with their ground truth as pseudo-masks."""
+    spec = TrainSpec(method="selfmask", dataset="ecssd", data_root=str(shared_data / "ECSSD"), limit=N_IMAGES,
+                     method_args=dict(SMALL), epochs=20, batch_size=8, lr=1e-3, pseudo_masks=str(ecssd_masks),
+                     out=tmp_path_factory.mktemp("selfmask") / "gt", progress=False, device="cpu", **BACKBONE)
+    return train(spec)
+
+
+# ---- losses ----------------------------------------------------------------------------
+def test_dice_loss_on_hand_checked_masks():
+    target = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    masks = torch.tensor([[[1.0, 0.5, 0.0, 0.0],  # 1 - (2 * 1.5 + 1) / (1.5 + 2 + 1) = 1/9
+                           [1.0, 1.0, 0.0, 0.0],  # perfect: 0
+                           [0.0, 0.0, 1.0, 1.0]]])  # disjoint: 1 - 1 / (2 + 2 + 1) = 0.8
+    np.testing.assert_allclose(dice_loss(masks, target).numpy(), [[1 / 9, 0.0, 0.8]], rtol=1e-6)
+    # an empty target and an empty mask agree perfectly
+    assert dice_loss(torch.zeros(1, 1, 4), torch.zeros(1, 4)).item() == 0.0
+
+
+def test_ranking_loss_on_hand_checked_scores():
+    dice = torch.tensor([0.1, 0.5, 0.3])  # best to worst: q0, q2, q1
+    scores = torch.tensor([0.2, 0.9, 0.4])
+    # (q0 over q2) 0.4 - 0.2 + (q0 over q1) 0.9 - 0.2 + (q2 over q1) 0.9 - 0.4 = 1.4
+    assert ranking_loss(scores, dice).item() == pytest.approx(1.4)
+    assert ranking_loss(torch.tensor([0.9, 0.1, 0.5]), dice).item() == 0.0  # scores follow the masks
+    assert ranking_loss(scores, torch.full((3,), 0.3)).item() == 0.0  # ties rank nothing
+    batched = ranking_loss(torch.stack([scores, scores.flip(0)]), torch.stack([dice, dice]))
+    assert batched.shape == (2,) and batched[0].item() == pytest.approx(1.4)
+    # the gradient lifts the better query's score and lowers the worse one's
+    scores = scores.clone().requires_grad_(True)
+    ranking_loss(scores, dice).backward()
+    np.testing.assert_allclose(scores.grad.numpy(), [-2.0, 2.0, 0.0])
+
+
+# ---- COCO RLE --------------------------------------------------------------------------
+def test_rle_codec_on_a_hand_encoded_mask():
+    mask = np.zeros((3, 4), bool)
+    mask[1:3, 1:3] = True
+    # column-major runs: 4 background, 2 object, 1 background, 2 object, 3 background; the string
+    # holds 4, 2, 1 as they are, then 2 - 2 = 0 and 3 - 1 = 2, each + 48
+    assert rle_encode(mask) == {"size": [3, 4], "counts": "42102"}
+    assert rle_counts_from_string("42102") == [4, 2, 1, 2, 3]
+    np.testing.assert_array_equal(rle_decode({"size": [3, 4], "counts": "42102"}), mask)
+    np.testing.assert_array_equal(rle_decode({"size": [3, 4], "counts": [4, 2, 1, 2, 3]}), mask)
+    np.testing.assert_array_equal(rle_decode({"size": [3, 4], "counts": b"42102"}), mask)
+    with pytest.raises(ValueError, match="cover 11 pixels"):
+        rle_decode({"size": [3, 4], "counts": [4, 2, 1, 2, 2]})
+
+
+def test_rle_codec_round_trips_large_and_negative_differences():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        h, w = rng.integers(1, 60, 2)
+        mask = rng.random((h, w)) < rng.random()
+        mask[: rng.integers(0, h)] = rng.random() < 0.5  # long runs: multi-group numbers
+        np.testing.assert_array_equal(rle_decode(rle_encode(mask)), mask)
+
+
+def test_rle_matches_pycocotools_when_installed():
+    coco = pytest.importorskip("pycocotools.mask")
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        mask = rng.random(tuple(rng.integers(1, 50, 2))) < 0.3
+        theirs = coco.encode(np.asfortranarray(mask.astype(np.uint8)))
+        assert rle_encode(mask)["counts"] == theirs["counts"].decode()
+        np.testing.assert_array_equal(rle_decode({"size": theirs["size"], "counts": theirs["counts"]}), mask)
+
+
+# ---- pseudo-mask sources -----------------------------------------------------------------
+def _ecssd(root):
+    dataset = get_registry().create("dataset", "ecssd", root=root)
+    return dataset, dataset.ids()[:4]
+
+
+def test_selfmask_json_of_rle_masks(ecssd_root, tmp_path):
+    dataset, ids = _ecssd(ecssd_root)
+    sample = dataset.load(ids[0])
+    h, w = sample.image.shape[:2]
+    known = np.zeros((h, w), bool)
+    known[h // 4 : h // 2, w // 3 : w - 5] = True
+    small = np.zeros((224, 224), bool)  # SelfMask's own masks are 224 x 224
+    small[56:168, 0:112] = True
+    h3, w3 = dataset.load(ids[2]).image.shape[:2]
+    parts = [np.zeros((h3, w3), bool), np.zeros((h3, w3), bool)]
+    parts[0][:10, :10], parts[1][-10:, -10:] = True, True
+    table = {f"{ids[0]}.jpg": rle_encode(known), f"{ids[1]}.jpg": rle_encode(small),
+             f"{ids[2]}.jpg": [rle_encode(p) for p in parts]}
+    path = tmp_path / "pseudo.json"
+    path.write_text(json.dumps(table))
+    source = open_pseudo_masks(path)
+    assert isinstance(source, RleJsonPseudoMasks)
+    source.check(dataset, ids[:3])
+    np.testing.assert_array_equal(source.mask(sample), known)
+    second = dataset.load(ids[1])
+    resized = source.mask(second)
+    h2, w2 = second.image.shape[:2]
+    assert resized.shape == (h2, w2)
+    assert resized[h2 // 2, w2 // 4] and not resized[h2 // 2, 3 * w2 // 4] and not resized[2, 2]
+    np.testing.assert_array_equal(source.mask(dataset.load(ids[2])), parts[0] | parts[1])
+    assert source.describe()["label"] == "pseudo.json" and len(source.describe()["digest"]) == 64
+    with pytest.raises(DataError, match=r"1 of 4 training images have no pseudo-mask .*" + ids[3]):
+        source.check(dataset, ids)
+
+
+def test_folder_of_masks_matched_by_stem(ecssd_root, ecssd_masks, tmp_path):
+    dataset, ids = _ecssd(ecssd_root)
+    source = open_pseudo_masks(ecssd_masks)
+    assert isinstance(source, FolderPseudoMasks)
+    source.check(dataset, ids)
+    sample = dataset.load(ids[0])
+    np.testing.assert_array_equal(source.mask(sample), sample.mask > 127)
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for sample_id in ids[:2]:
+        (partial / f"{sample_id}.png").write_bytes((ecssd_masks / f"{sample_id}.png").read_bytes())
+    with pytest.raises(DataError, match=rf"--pseudo-masks {partial}: .*2 of 4 images have no prediction"):
+        open_pseudo_masks(partial).check(dataset, ids)
+
+
+def test_run_directory_gives_its_cached_final_masks(ecssd_root, tmp_path):
+    dataset, ids = _ecssd(ecssd_root)
+    result = run(RunSpec(method="center-prior", dataset="ecssd", data_root=str(ecssd_root), limit=3,
+                         out=tmp_path / "runs", cache_dir=tmp_path / "cache", progress=False, device="cpu"))
+    source = open_pseudo_masks(result.run_dir)
+    assert isinstance(source, RunPseudoMasks)
+    assert source.describe() | {"path": None} == {
+        "kind": "run", "path": None, "run": result.run_dir.name, "method": "center-prior", "posts": [],
+        "backbone": None, "dataset": "ecssd", "label": "center-prior"}
+    source.check(dataset, ids[:3])
+    sample = dataset.load(ids[1])
+    h, w = sample.image.shape[:2]
+    expected = np.rint(center_prior(h, w, 0.25) * 255) / 255 > 0.5
+    np.testing.assert_array_equal(source.mask(sample), expected)
+    with pytest.raises(DataError, match=rf"1 of 4 training images have no pseudo-mask in that run \(it covered 3"):
+        source.check(dataset, ids)
+    other = get_registry().create("dataset", "synthetic", {"count": "2"})
+    with pytest.raises(DataError, match="that run predicted dataset 'ecssd', not 'synthetic'"):
+        source.check(other, other.ids())
+
+
+def test_unknown_source_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="give a run directory .*; that path does not exist"):
+        open_pseudo_masks(tmp_path / "nothing")
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    with pytest.raises(DataError, match="expected an object mapping file names"):
+        open_pseudo_masks(bad)
+
+
+# ---- augmentation --------------------------------------------------------------------------
+def test_augmented_view_keeps_image_and_mask_aligned():
+    image = np.zeros((60, 90, 3), np.uint8)
+    image[10:40, 20:70, 0] = 255  # the object is the red rectangle
+    mask = image[..., 0] > 0
+    for seed in range(5):
+        x, m = selfmask_augment(image, mask, np.random.default_rng(seed), 32, (0.4, 1.0), photometric=False)
+        assert x.shape == (3, 32, 32) and m.shape == (1, 32, 32)
+        agree = ((x[0] > 0.5) == (m[0] > 0.5)).float().mean().item()
+        assert agree > 0.95, (seed, agree)
+    x2, m2 = selfmask_augment(image, mask, np.random.default_rng(3), 32, (0.4, 1.0), photometric=True)
+    assert torch.equal(m2, selfmask_augment(image, mask, np.random.default_rng(3), 32, (0.4, 1.0), True)[1])
+    assert 0 <= x2.min() and x2.max() <= 1
+
+
+# ---- training and evaluation -------------------------------------------------------------
+def test_training_on_ground_truth_reduces_the_loss_and_beats_the_center_prior(trained_on_gt, ecssd_root, tmp_path):
+    log = pd.read_csv(trained_on_gt / "losses.csv")
+    assert list(log.columns) == ["epoch", "dice", "rank", "total", "seconds"]
+    assert log["total"].iloc[-3:].mean() < 0.8 * log["total"].iloc[:3].mean()
+    common = dict(dataset="ecssd", data_root=str(ecssd_root), limit=N_IMAGES, out=tmp_path / "runs",
+                  progress=False, device="cpu")
+    ours = run(RunSpec(method="selfmask", method_args={"checkpoint": str(trained_on_gt / "checkpoint_last.pt")},
+                       backbone_args={"stride": "8"}, batch_size=8, **common))
+    prior = run(RunSpec(method="center-prior", **common))
+    assert ours.metrics["iou"] > prior.metrics["iou"] + 0.05, (ours.metrics["iou"], prior.metrics["iou"])
+    assert ours.results["config"]["method_token"]["display_name"] == "SelfMask w/ ground_truth_mask"
+
+
+def test_checkpoint_records_the_source_and_the_whole_network(trained_on_gt, ecssd_masks):
+    ckpt = load_checkpoint(trained_on_gt / "checkpoint_last.pt", ("selfmask",))
+    assert ckpt["pseudo_masks"]["kind"] == "folder" and ckpt["pseudo_masks"]["path"] == str(ecssd_masks)
+    assert ckpt["pseudo_masks"]["images"] == N_IMAGES and ckpt["pseudo_mask_source"] == "ground_truth_mask"
+    assert any(k.startswith("encoder.net.blocks.2.") for k in ckpt["model"])  # the fine-tuned encoder
+    assert not any(k.startswith("encoder.net.blocks.3.") for k in ckpt["model"])  # stages past stride 8: dropped
+    assert sum(k.startswith("layers.") and k.endswith("linear1.weight") for k in ckpt["model"]) == 6
+    assert ckpt["model"]["query_embed"].shape == (20, 128)
+    # the encoder moved away from the backbone's weights
+    backbone = get_registry().create("backbone", "effnet-lite0", {"stride": "8"})
+    backbone.load("cpu")
+    start = backbone.model.state_dict()["blocks.2.0.conv_pw.weight"]
+    assert not torch.allclose(ckpt["model"]["encoder.net.blocks.2.0.conv_pw.weight"], start)
+    config = json.loads((trained_on_gt / "train_config.json").read_text())
+    assert config["config"]["method"]["pseudo_masks"]["kind"] == "folder"
+
+
+def test_defaults_follow_the_recipe():
+    method = get_registry().create("method", "selfmask")
+    assert (method.default_epochs, method.default_lr, method.default_batch_size) == (12, 6e-6, 8)
+    c = method.config
+    assert (c["image_size"], c["queries"], c["decoder_layers"], c["decoder_dim"], c["heads"]) == (224, 20, 6, 384, 6)
+    assert method.default_backbone == "dino-vits8" and method.loss_weights() == {"dice": 1.0, "rank": 1.0}
+    opt = method.make_optimizer([torch.nn.Parameter(torch.zeros(1))], 6e-6)
+    sched = method.make_scheduler(opt, 10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    np.testing.assert_allclose(lrs, [6e-6 * (1 - s / 10) ** 0.9 for s in range(10)], rtol=1e-9)
+    assert opt.param_groups[0]["weight_decay"] == 0.01
+
+
+def test_inference_takes_the_mask_of_the_most_object_like_query(trained_on_gt, ecssd_root):
+    registry = get_registry()
+    method = registry.create("method", "selfmask", {"checkpoint": str(trained_on_gt / "checkpoint_last.pt")})
+    backbone = registry.create("backbone", "effnet-lite0", {"stride": "8"})
+    from harness.api import RunContext
+
+    method.setup(RunContext(device="cpu", backbone=backbone))
+    sample = registry.create("dataset", "ecssd", root=ecssd_root).load("0005")
+    prediction = method.predict(sample)
+    from harness.training.augment import resize_square
+
+    with torch.no_grad():
+        out = method.model(resize_square(sample.image, 64)[None])
+    best = out["objectness"][0, -1].argmax()
+    small = torch.nn.functional.interpolate(torch.from_numpy(prediction.mask)[None, None], size=(16, 16),
+                                            mode="area")[0, 0]
+    ious = [((small > 0.5) & (q > 0.5)).sum() / ((small > 0.5) | (q > 0.5)).sum().clamp(min=1)
+            for q in out["masks"][0, -1]]
+    assert int(torch.stack(ious).argmax()) == int(best) or ious[int(best)] > 0.9
+    assert prediction.mask.shape == sample.image.shape[:2]
+
+
+def test_distilled_run_is_named_by_its_source_in_the_report(ecssd_root, tmp_path, capsys):
+    teacher = run(RunSpec(method="center-prior", dataset="ecssd", data_root=str(ecssd_root), limit=8,
+                          out=tmp_path / "runs", progress=False, device="cpu"))
+    code = main(["train", "--method", "selfmask", "--pseudo-masks", str(teacher.run_dir), "--dataset", "ecssd",
+                 "--data-root", str(ecssd_root), "--limit", "8", "--method-args", "image_size=64,decoder_dim=64,"
+                 "heads=2,decoder_layers=2", "--backbone", "effnet-lite0", "--backbone-args", "stride=8",
+                 "--epochs", "1", "--lr", "1e-4", "--out", str(tmp_path / "train"), "--no-progress", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    ckpt = load_checkpoint(tmp_path / "train" / "checkpoint_last.pt")
+    assert {k: ckpt["pseudo_masks"][k] for k in ("kind", "method", "posts", "run")} == {
+        "kind": "run", "method": "center-prior", "posts": [], "run": teacher.run_dir.name}
+    assert main(["run", "--method", "selfmask", "--method-args", f"checkpoint={tmp_path / 'train' / 'checkpoint_last.pt'}",
+                 "--backbone-args", "stride=8", "--dataset", "ecssd", "--data-root", str(ecssd_root), "--limit", "8",
+                 "--out", str(tmp_path / "runs"), "--no-progress", "--device", "cpu"]) == 0
+    assert main(["report", str(tmp_path / "runs"), "-o", str(tmp_path / "report.md"), "--no-intervals"]) == 0
+    text = (tmp_path / "report.md").read_text()
+    rows = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ") and "ECSSD" not in line]
+    assert rows == ["center-prior", "SelfMask w/ center-prior (effnet-lite0)"]
+
+
+def test_missing_pseudo_masks_and_misuse_are_clear_errors(ecssd_root, ecssd_masks, tmp_path, capsys):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "0005.png").write_bytes((ecssd_masks / "0005.png").read_bytes())
+    base = ["train", "--method", "selfmask", "--dataset", "ecssd", "--data-root", str(ecssd_root), "--limit", "3",
+            "--method-args", "image_size=64", "--backbone", "effnet-lite0", "--epochs", "1", "--batch-size", "2",
+            "--out", str(tmp_path / "out"), "--no-progress", "--device", "cpu"]
+    assert main(base + ["--pseudo-masks", str(partial)]) == 2
+    err = capsys.readouterr().err
+    assert f"--pseudo-masks {partial}" in err and "2 of 3 images have no prediction" in err and "0010" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+    assert main(base) == 2
+    assert "selfmask trains on pseudo-masks: pass --pseudo-masks" in capsys.readouterr().err
+    sempart = ["train", "--method", "sempart", "--dataset", "ecssd", "--data-root", str(ecssd_root),
+               "--pseudo-masks", str(ecssd_masks), "--out", str(tmp_path / "s"), "--device", "cpu"]
+    assert main(sempart) == 2
+    assert "method 'sempart' does not train on pseudo-masks; drop --pseudo-masks (methods that do: selfmask)" in \
+        capsys.readouterr().err
+    run_args = ["run", "--method", "selfmask", "--dataset", "synthetic", "--dataset-args", "count=2",
+                "--out", str(tmp_path / "r"), "--no-progress"]
+    assert main(run_args) == 2
+    assert "needs a trained checkpoint: train one with `harness train --method selfmask" in capsys.readouterr().err
+
+
+def test_checkpoint_from_another_stride_is_refused(trained_on_gt, tmp_path, capsys):
+    args = ["run", "--method", "selfmask", "--method-args", f"checkpoint={trained_on_gt / 'checkpoint_last.pt'}",
+            "--dataset", "synthetic", "--dataset-args", "count=2", "--out", str(tmp_path), "--no-progress"]
+    assert main(args) == 2  # trained at stride 8, the backbone's default is 16
+    assert "pass --backbone-args stride=8" in capsys.readouterr().err
