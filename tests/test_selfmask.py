@@ -231,6 +231,22 @@ def test_training_on_ground_truth_reduces_the_loss_and_beats_the_center_prior(tr
     assert ours.results["config"]["method_token"]["display_name"] == "SelfMask w/ ground_truth_mask"
 
 
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(ecssd_root, ecssd_masks, tmp_path):
+    def tiny(out, epochs, resume=False):
+        return train(TrainSpec(method="selfmask", dataset="ecssd", data_root=str(ecssd_root), limit=4,
+                               method_args={"image_size": "32", "decoder_dim": "32", "heads": "2", "decoder_layers": "2"},
+                               epochs=epochs, batch_size=2, lr=1e-4, pseudo_masks=str(ecssd_masks), out=out,
+                               resume=resume, progress=False, device="cpu", **BACKBONE))
+
+    straight = tiny(tmp_path / "straight", 2)
+    # an interruption after epoch 1 (the poly schedule spans --epochs, so the same --epochs resumes)
+    (tmp_path / "resumed").mkdir()
+    (tmp_path / "resumed" / "checkpoint_last.pt").write_bytes((straight / "checkpoint_epoch001.pt").read_bytes())
+    resumed = pd.read_csv(tiny(tmp_path / "resumed", 2, resume=True) / "losses.csv").drop(columns="seconds")
+    straight = pd.read_csv(straight / "losses.csv").drop(columns="seconds")
+    pd.testing.assert_frame_equal(straight, resumed, check_exact=True)
+
+
 def test_checkpoint_records_the_source_and_the_whole_network(trained_on_gt, ecssd_masks):
     ckpt = load_checkpoint(trained_on_gt / "checkpoint_last.pt", ("selfmask",))
     assert ckpt["pseudo_masks"]["kind"] == "folder" and ckpt["pseudo_masks"]["path"] == str(ecssd_masks)
@@ -336,3 +352,22 @@ def test_checkpoint_from_another_stride_is_refused(trained_on_gt, tmp_path, caps
             "--dataset", "synthetic", "--dataset-args", "count=2", "--out", str(tmp_path), "--no-progress"]
     assert main(args) == 2  # trained at stride 8, the backbone's default is 16
     assert "pass --backbone-args stride=8" in capsys.readouterr().err
+
+
+def test_two_cpu_processes_fine_tune_the_encoder_in_sync(ecssd_root, ecssd_masks, tmp_path):
+    """Under torchrun every parameter must take part (the encoder's unused stages are dropped)."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "harness",
+           "train", "--method", "selfmask", "--pseudo-masks", str(ecssd_masks), "--dataset", "ecssd", "--data-root",
+           str(ecssd_root), "--limit", "4", "--backbone", "effnet-lite0", "--backbone-args", "stride=8",
+           "--method-args", "image_size=32,decoder_dim=32,heads=2,decoder_layers=2", "--epochs", "1",
+           "--batch-size", "4", "--out", str(out), "--no-progress", "--device", "cpu"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "HARNESS_CACHE": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    info = json.loads((out / "train_config.json").read_text())
+    assert info["world_size"] == 2 and len(set(info["rank_weight_digests"])) == 1
