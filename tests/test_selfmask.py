@@ -264,6 +264,30 @@ def test_checkpoint_records_the_source_and_the_whole_network(trained_on_gt, ecss
     assert config["config"]["method"]["pseudo_masks"]["kind"] == "folder"
 
 
+def test_vit_encoder_is_fine_tuned_inside_the_network(tmp_path):
+    """DINO ViT-S/16 (random weights in the official layout): tokens in, every parameter trained."""
+    from harness.backbones.vit import random_official_state
+
+    weights = tmp_path / "dino_deitsmall16_pretrain.pth"
+    torch.save(random_official_state(384, 12, 16), weights)
+    registry = get_registry()
+    backbone = registry.create("backbone", "dino-vits16", weights=weights)
+    backbone.load("cpu")
+    method = registry.create("method", "selfmask", {"image_size": "32"})
+    model = method.build_model(backbone)
+    assert isinstance(model.project, torch.nn.Identity)  # ViT-S's width is the decoder's: no projection
+    for name, value in backbone.model.state_dict().items():
+        assert torch.equal(model.encoder.net.state_dict()[name], value), name
+    assert not any(p.requires_grad for p in backbone.model.parameters())  # the harness's backbone stays frozen
+    out = model(torch.rand(2, 3, 32, 48))
+    assert out["masks"].shape == (2, 6, 20, 4, 6) and out["objectness"].shape == (2, 6, 20)
+    terms = method.training_losses(model, backbone, {"image": torch.rand(2, 3, 32, 32),
+                                                     "mask": torch.ones(2, 1, 32, 32)}, None)
+    (terms["dice"] + terms["rank"]).backward()
+    unused = [n for n, p in model.named_parameters() if p.grad is None]
+    assert unused == []
+
+
 def test_defaults_follow_the_recipe():
     method = get_registry().create("method", "selfmask")
     assert (method.default_epochs, method.default_lr, method.default_batch_size) == (12, 6e-6, 8)
