@@ -4,7 +4,10 @@ There is one pseudo-mask per image, so no query is matched to it exclusively: ev
 mask is pulled towards the pseudo-mask by the Dice loss, and the queries are ranked by that
 loss; the ranking loss asks the objectness scores to follow that order (a hinge without
 margin on every pair where a query with a better mask scores lower than one with a worse
-mask), so that the top-scoring query at inference is the one whose mask fits best.
+mask), so that the top-scoring query at inference is the one whose mask fits best. (SelfMask's
+released criterion sorts the queries by descending Dice loss and penalises the negative entries
+of the upper triangle, which, as read here, asks for the opposite order; this module follows
+the stated purpose, since inference keeps the top-scoring query.)
 """
 from __future__ import annotations
 
