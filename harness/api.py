@@ -254,6 +254,10 @@ class Method(Plugin):
         """The backbone used when ``--backbone`` is not given (a checkpoint may decide)."""
         return self.default_backbone
 
+    def preferred_backbone_args(self) -> dict[str, Any]:
+        """Backbone options used when ``--backbone-args`` is not given (a checkpoint may decide)."""
+        return {}
+
     def setup(self, context: RunContext) -> None:
         """Load models; called once before the first prediction."""
 

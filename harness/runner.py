@@ -151,7 +151,9 @@ class Runner:
             raise HarnessError("--post-args: give one set per --post, in the same order")
         reg = self.registry
         self.dataset = reg.create("dataset", spec.dataset, spec.dataset_args, root=spec.data_root)
-        eval_names = spec.evaluators or list(self.dataset.default_evaluators)
+        eval_names = spec.evaluators
+        if eval_names is None:  # a dataset without ground truth (e.g. DUTS-TR images only): predict only
+            eval_names = list(self.dataset.default_evaluators) if self.dataset.labels else []
         self.evaluators = [reg.create("evaluator", name) for name in eval_names]
         self.method = reg.create("method", spec.method, spec.method_args)
         self.backbone = self._make_backbone()
@@ -169,7 +171,10 @@ class Runner:
         name = spec.backbone or method.preferred_backbone()
         if name is None:
             raise HarnessError(f"method {method.name!r} needs --backbone NAME (see `harness list backbones`)")
-        return self.registry.create("backbone", name, spec.backbone_args, weights=spec.weights)
+        args = spec.backbone_args
+        if not args and name == method.preferred_backbone():
+            args = method.preferred_backbone_args()
+        return self.registry.create("backbone", name, args, weights=spec.weights)
 
     # ---- identity and paths ------------------------------------------------------------
     def method_identity(self) -> dict[str, Any]:

@@ -269,6 +269,12 @@ class SelfMask(TrainableMethod):
             return self.default_backbone
         return self._checkpoint()["backbone"]
 
+    def preferred_backbone_args(self) -> dict:
+        """The backbone options the checkpoint was trained with (e.g. stride=8)."""
+        if not self.config["checkpoint"]:
+            return {}
+        return dict(self._checkpoint()["config"]["backbone"]["config"])
+
     def setup(self, context: RunContext) -> None:
         ckpt = self._checkpoint()
         backbone = context.backbone

@@ -136,6 +136,14 @@ class Sempart(TrainableMethod):
             )
         return path
 
+    def _checkpoint(self) -> dict:
+        """The checkpoint, loaded once (the runner asks for its backbone before setup)."""
+        if getattr(self, "_ckpt", None) is None:
+            from harness.training.checkpoint import load_checkpoint
+
+            self._ckpt = load_checkpoint(self._checkpoint_path(), (self.name,))
+        return self._ckpt
+
     def cache_token(self) -> dict:
         from pathlib import Path
 
@@ -147,20 +155,24 @@ class Sempart(TrainableMethod):
 
     def preferred_backbone(self) -> str | None:
         """The backbone the checkpoint was trained with."""
-        if not self.config["checkpoint"]:
-            return self.default_backbone
-        from harness.training.checkpoint import load_checkpoint
+        return self._checkpoint()["backbone"] if self.config["checkpoint"] else self.default_backbone
 
-        return load_checkpoint(self._checkpoint_path(), (self.name,))["backbone"]
+    def preferred_backbone_args(self) -> dict:
+        """The backbone options the checkpoint was trained with (e.g. stride=8)."""
+        return dict(self._checkpoint()["config"]["backbone"]["config"]) if self.config["checkpoint"] else {}
 
     def setup(self, context: RunContext) -> None:
         from harness.methods.sempart_model import SempartHead
-        from harness.training.checkpoint import load_checkpoint
 
-        ckpt = load_checkpoint(self._checkpoint_path(), (self.name,))
+        ckpt = self._checkpoint()
         backbone = context.backbone
         if backbone.name != ckpt["backbone"]:
             raise HarnessError(f"the checkpoint was trained on backbone {ckpt['backbone']!r}; pass --backbone {ckpt['backbone']}")
+        trained_backbone = ckpt["config"]["backbone"]["config"]
+        if trained_backbone != backbone.identity()["config"]:
+            args = ",".join(f"{k}={v}" for k, v in trained_backbone.items())
+            raise HarnessError(f"the checkpoint was trained on {backbone.name} with options {trained_backbone}; "
+                               f"pass --backbone-args {args}")
         self.device = context.device
         backbone.load(self.device)
         if ckpt["weights_digest"] and backbone.weights_digest != ckpt["weights_digest"]:

@@ -169,3 +169,20 @@ def test_unwritable_output_is_a_clear_error(tmp_path, capsys):
     blocker.write_text("not a folder")
     code = main(["run", "--method", "center-prior", "--dataset", "synthetic", "--out", str(blocker / "runs")])
     assert code == 2 and "cannot write to" in capsys.readouterr().err
+
+
+def test_a_dataset_without_ground_truth_is_predicted_not_scored(tmp_path, capsys):
+    from PIL import Image
+
+    images = tmp_path / "data" / "images"
+    images.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((20, 30, 3), 40 * i, np.uint8)).save(images / f"im{i}.png")
+    args = ["run", "--method", "center-prior", "--dataset", "folder", "--data-root", str(tmp_path / "data"),
+            "--dataset-args", "masks=", "--out", str(tmp_path / "runs"), "--no-progress"]
+    assert main(args) == 0
+    assert "nothing scored" in capsys.readouterr().out
+    results = json.loads(next((tmp_path / "runs").glob("*/results.json")).read_text())
+    assert results["metrics"] == {} and results["counts"]["n_computed"] == 3
+    assert main(args + ["--eval", "saliency"]) == 2  # asking for a score without ground truth
+    assert "needs ground-truth mask" in capsys.readouterr().err

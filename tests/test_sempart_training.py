@@ -92,11 +92,12 @@ def test_crop_consistency_teacher_receives_no_gradient():
 
 def test_evaluation_through_harness_run(trained, tmp_path, capsys):
     args = ["run", "--method", "sempart", "--method-args", f"checkpoint={trained / 'checkpoint_last.pt'}",
-            "--backbone-args", "stride=8", "--dataset", "synthetic", "--dataset-args", "count=3",
+            "--dataset", "synthetic", "--dataset-args", "count=3",
             "--out", str(tmp_path / "runs"), "--no-progress", "--device", "cpu"]
     assert main(args) == 0
     results = json.loads(next((tmp_path / "runs").glob("*/results.json")).read_text())
-    assert results["config"]["backbone"]["name"] == "effnet-lite0"  # taken from the checkpoint
+    assert results["config"]["backbone"]["name"] == "effnet-lite0"  # taken from the checkpoint,
+    assert results["config"]["backbone"]["config"] == {"stride": 8}  # with its options
     assert 0 <= results["metrics"]["iou"] <= 1
 
 
@@ -106,6 +107,10 @@ def test_evaluation_errors_say_what_to_do(trained, tmp_path, capsys):
     assert "harness train --method sempart" in capsys.readouterr().err
     assert main(base + ["--method", "sempart-crop", "--method-args", f"checkpoint={trained / 'checkpoint_last.pt'}"]) == 2
     assert "checkpoint of method 'sempart', not of sempart-crop; use --method sempart" in capsys.readouterr().err
+    wrong = ["--method", "sempart", "--method-args", f"checkpoint={trained / 'checkpoint_last.pt'}",
+             "--backbone-args", "stride=16"]
+    assert main(base + wrong) == 2
+    assert "pass --backbone-args stride=8" in capsys.readouterr().err
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     assert main(base + ["--method", "sempart", "--method-args", f"checkpoint={junk}"]) == 2

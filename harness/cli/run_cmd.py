@@ -77,7 +77,10 @@ interrupted run resumes where it stopped.
         if not result.results:  # a non-zero rank under torchrun: rank 0 reports
             return 0
         counts = result.results["counts"]
-        print(format_metrics_table(result.metrics))
+        if result.metrics:
+            print(format_metrics_table(result.metrics))
+        else:
+            print("no ground truth in this dataset: masks computed and cached, nothing scored")
         print(f"\n{counts['images']} images ({counts.get('n_cached', 0)} masks from the cache)")
         print(f"run directory: {result.run_dir}")
         return 0
