@@ -371,10 +371,12 @@ def test_missing_pseudo_masks_and_misuse_are_clear_errors(ecssd_root, ecssd_mask
     assert "needs a trained checkpoint: train one with `harness train --method selfmask" in capsys.readouterr().err
 
 
-def test_checkpoint_from_another_stride_is_refused(trained_on_gt, tmp_path, capsys):
+def test_backbone_options_come_from_the_checkpoint_and_others_are_refused(trained_on_gt, tmp_path, capsys):
     args = ["run", "--method", "selfmask", "--method-args", f"checkpoint={trained_on_gt / 'checkpoint_last.pt'}",
             "--dataset", "synthetic", "--dataset-args", "count=2", "--out", str(tmp_path), "--no-progress"]
-    assert main(args) == 2  # trained at stride 8, the backbone's default is 16
+    assert main(args) == 0  # trained at stride 8 (the backbone's default is 16): taken from the checkpoint
+    capsys.readouterr()
+    assert main(args + ["--backbone-args", "stride=16"]) == 2
     assert "pass --backbone-args stride=8" in capsys.readouterr().err
 
 
