@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import logging
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 TILE = 128
 GAP = 4
-HEADER = 18
+HEADER = 30  # two lines of column title
 
 
 def _tile(array: np.ndarray, size: int) -> np.ndarray:
@@ -64,7 +65,8 @@ def qualitative_grid(rows: list[list[np.ndarray]], titles: list[str], path: str 
     img = Image.fromarray(canvas)
     draw = ImageDraw.Draw(img)
     for c, title in enumerate(titles):
-        draw.text((c * (tile + GAP) + 2, 3), title[: tile // 6], fill=(0, 0, 0))
+        lines = textwrap.wrap(title, width=tile // 6)[:2]
+        draw.multiline_text((c * (tile + GAP) + 2, 2), "\n".join(lines), fill=(0, 0, 0), spacing=2)
     buffer = io.BytesIO()
     img.save(buffer, format="PNG")
     return atomic_write_bytes(path, buffer.getvalue())

@@ -320,6 +320,22 @@ def reference_table(runs: list[RunRecord], reference) -> str | None:
                     tablefmt="pipe")
 
 
+def _changed_options(run: RunRecord) -> str:
+    """The method and backbone options a run set away from their defaults, as ``k=v`` text."""
+    from harness.registry import get_registry
+
+    parts = []
+    for kind, key in (("method", "method"), ("backbone", "backbone")):
+        ident = run.config.get(key)
+        if not ident:
+            continue
+        entry = next((e for e in get_registry().entries(kind) if e.name == ident["name"]), None)
+        defaults = {o.name: o.default for o in entry.cls.options} if entry is not None and entry.cls else {}
+        parts += [f"{k}={v}" for k, v in sorted(ident.get("config", {}).items())
+                  if k not in defaults or str(defaults[k]) != str(v)]
+    return ", ".join(parts)
+
+
 def _notes(runs: list[RunRecord], intervals: bool) -> list[str]:
     runs = list(latest_runs(runs).values())  # only the runs whose numbers are shown
     protocols = sorted({f"{r.results['protocol']['name']} v{r.results['protocol']['version']}" for r in runs})
@@ -339,7 +355,8 @@ def _notes(runs: list[RunRecord], intervals: bool) -> list[str]:
         if weights:
             parts.append(f"weights sha256 `{weights[:12]}`")
         sizes = ", ".join(
-            f"{dataset_title(r.dataset)}: {r.results['counts']['images']} images ({r.path.name})"
+            f"{dataset_title(r.dataset)}: {r.results['counts']['images']} images ({r.path.name}"
+            + (f"; {_changed_options(r)}" if _changed_options(r) else "") + ")"
             for r in sorted(members, key=lambda r: r.dataset)
         )
         notes.append(f"**{label}**: {'; '.join(parts)}; {sizes}.")
