@@ -36,6 +36,8 @@ published.csv columns: method,dataset,metric,value[,backbone,post], e.g.
         parser.add_argument("--no-figures", action="store_true", help="no figures")
         parser.add_argument("--figure-run", help="run (directory name or row label) that ranks the grid's images")
         parser.add_argument("--figure-ids", help="comma-separated image ids for the grid instead of best/median/worst")
+        parser.add_argument("--grid-datasets", help="comma-separated datasets that get a qualitative grid (default all; "
+                            "leave out datasets whose images you may not redistribute)")
 
     def run(self, args: argparse.Namespace) -> int:
         from harness.errors import HarnessError
@@ -54,7 +56,9 @@ published.csv columns: method,dataset,metric,value[,backbone,post], e.g.
             from harness.figures import qualitative_figures, size_curves
 
             ids = [i.strip() for i in args.figure_ids.split(",")] if args.figure_ids else None
-            made, skipped = qualitative_figures(runs, figure_dir, args.figure_run, ids)
+            grid_datasets = {d.strip() for d in args.grid_datasets.split(",")} if args.grid_datasets else None
+            grid_runs = [r for r in runs if grid_datasets is None or r.dataset in grid_datasets]
+            made, skipped = qualitative_figures(grid_runs, figure_dir, args.figure_run, ids)
             made += size_curves(runs, figure_dir)
             base = args.output.parent if args.output else Path.cwd()
             figures = [(caption, os.path.relpath(path, base)) for caption, path in made]
