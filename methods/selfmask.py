@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from harness.api import Option, Prediction, RunContext, Sample
-from harness.cache import stable_hash
 from harness.errors import HarnessError
 from harness.training.trainable import TrainableMethod
 
@@ -255,12 +254,10 @@ class SelfMask(TrainableMethod):
         return f"SelfMask w/ {self._checkpoint()['pseudo_masks']['label']}"
 
     def cache_token(self) -> dict:
-        from pathlib import Path
+        from harness.training.checkpoint import file_token
 
         ckpt = self._checkpoint()
-        path = Path(self.config["checkpoint"])
-        stat = path.stat()
-        return {"checkpoint": stable_hash([str(path.resolve()), stat.st_size, stat.st_mtime_ns]),
+        return {"checkpoint": file_token(self.config["checkpoint"]),
                 "pseudo_masks": ckpt["pseudo_masks"], "display_name": self.display_name()}
 
     def preferred_backbone(self) -> str | None:
@@ -276,20 +273,11 @@ class SelfMask(TrainableMethod):
         return dict(self._checkpoint()["config"]["backbone"]["config"])
 
     def setup(self, context: RunContext) -> None:
+        from harness.training.checkpoint import check_backbone
+
         ckpt = self._checkpoint()
         backbone = context.backbone
-        if backbone.name != ckpt["backbone"]:
-            raise HarnessError(f"the checkpoint was trained on backbone {ckpt['backbone']!r}; pass --backbone {ckpt['backbone']}")
-        if ckpt["weights_digest"] and backbone.weights_digest != ckpt["weights_digest"]:
-            raise HarnessError(
-                f"the checkpoint was trained from {ckpt['backbone']} weights with sha256 {ckpt['weights_digest'][:12]}…, "
-                f"but these weights are {str(backbone.weights_digest)[:12]}…; pass the same --weights file"
-            )
-        trained_backbone = ckpt["config"]["backbone"]["config"]
-        if trained_backbone != backbone.identity()["config"]:
-            args = ",".join(f"{k}={v}" for k, v in trained_backbone.items())
-            raise HarnessError(f"the checkpoint was trained on {backbone.name} with options {trained_backbone}; "
-                               f"pass --backbone-args {args}")
+        check_backbone(ckpt, backbone)
         trained = ckpt["config"]["method"]["config"]  # the network's shape is the checkpoint's, not the options'
         self.device = context.device
         # the fine-tuned encoder is in the checkpoint: only the architecture is built here

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from harness.api import Option, Prediction, RunContext, Sample
-from harness.cache import stable_hash
 from harness.errors import HarnessError
 from harness.training.trainable import TrainableMethod
 
@@ -145,13 +144,9 @@ class Sempart(TrainableMethod):
         return self._ckpt
 
     def cache_token(self) -> dict:
-        from pathlib import Path
+        from harness.training.checkpoint import file_token
 
-        path = Path(self._checkpoint_path())
-        if not path.is_file():
-            raise HarnessError(f"checkpoint {path} does not exist")
-        stat = path.stat()
-        return {"checkpoint": stable_hash([str(path.resolve()), stat.st_size, stat.st_mtime_ns])}
+        return {"checkpoint": file_token(self._checkpoint_path())}
 
     def preferred_backbone(self) -> str | None:
         """The backbone the checkpoint was trained with."""
@@ -163,23 +158,13 @@ class Sempart(TrainableMethod):
 
     def setup(self, context: RunContext) -> None:
         from harness.methods.sempart_model import SempartHead
+        from harness.training.checkpoint import check_backbone
 
         ckpt = self._checkpoint()
         backbone = context.backbone
-        if backbone.name != ckpt["backbone"]:
-            raise HarnessError(f"the checkpoint was trained on backbone {ckpt['backbone']!r}; pass --backbone {ckpt['backbone']}")
-        trained_backbone = ckpt["config"]["backbone"]["config"]
-        if trained_backbone != backbone.identity()["config"]:
-            args = ",".join(f"{k}={v}" for k, v in trained_backbone.items())
-            raise HarnessError(f"the checkpoint was trained on {backbone.name} with options {trained_backbone}; "
-                               f"pass --backbone-args {args}")
+        check_backbone(ckpt, backbone)
         self.device = context.device
         backbone.load(self.device)
-        if ckpt["weights_digest"] and backbone.weights_digest != ckpt["weights_digest"]:
-            raise HarnessError(
-                f"the checkpoint was trained on {ckpt['backbone']} weights with sha256 {ckpt['weights_digest'][:12]}…, "
-                f"but these weights are {str(backbone.weights_digest)[:12]}…; pass the same --weights file"
-            )
         self.model = SempartHead(backbone.feature_dim, backbone.stride)
         self.model.load_state_dict(ckpt["model"])
         self.model.to(self.device).eval()

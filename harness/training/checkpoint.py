@@ -51,3 +51,32 @@ def load_checkpoint(path: str | Path, methods: tuple[str, ...] | None = None) ->
             f"use --method {payload.get('method')}"
         )
     return payload
+
+
+def file_token(path: str | Path) -> str:
+    """A cache token for a checkpoint file: its resolved path, size and modification time."""
+    from harness.cache import stable_hash
+
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"checkpoint {path} does not exist")
+    stat = path.stat()
+    return stable_hash([str(path.resolve()), stat.st_size, stat.st_mtime_ns])
+
+
+def check_backbone(checkpoint: dict[str, Any], backbone) -> None:
+    """Refuse a backbone other than the checkpoint's: another name, options or weights file."""
+    trained_name = checkpoint["backbone"]
+    if backbone.name != trained_name:
+        raise HarnessError(f"the checkpoint was trained on backbone {trained_name!r}; pass --backbone {trained_name}")
+    trained_options = checkpoint["config"]["backbone"]["config"]
+    if trained_options != backbone.identity()["config"]:
+        args = ",".join(f"{k}={v}" for k, v in trained_options.items())
+        raise HarnessError(f"the checkpoint was trained on {backbone.name} with options {trained_options}; "
+                           f"pass --backbone-args {args}")
+    digest = checkpoint.get("weights_digest")
+    if digest and backbone.weights_digest != digest:
+        raise HarnessError(
+            f"the checkpoint was trained on {trained_name} weights with sha256 {digest[:12]}…, but these weights are "
+            f"{str(backbone.weights_digest)[:12]}…; pass the same --weights file"
+        )
