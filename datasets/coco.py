@@ -38,7 +38,6 @@ class COCO20K(Dataset):
 
     def __init__(self, root: str | Path | None = None, **config: Any) -> None:
         super().__init__(root, **config)
-        self._index: dict[str, tuple[Path, np.ndarray, tuple[int, int]]] | None = None
 
     def _fail(self, message: str) -> DataError:
         return DataError(f"dataset {self.name!r}: {message} (expected layout: {self.layout})")
@@ -67,7 +66,7 @@ class COCO20K(Dataset):
             raise self._fail(f"the image list {listing} is empty")
         return list(dict.fromkeys(entries))
 
-    def _scan(self) -> dict[str, tuple[Path, np.ndarray, tuple[int, int]]]:
+    def scan(self) -> dict[str, tuple[Path, np.ndarray, tuple[int, int]]]:
         listing = self._path("filenames", "coco_20k_filenames.txt")
         entries = self._read_list(listing)
         images = self._path("images", "train2014", "images/train2014")
@@ -103,17 +102,8 @@ class COCO20K(Dataset):
             for name, image_id in entries
         }
 
-    def ids(self) -> list[str]:
-        if self._index is None:
-            self._index = self._scan()
-        return list(self._index)
-
     def load(self, sample_id: str) -> Sample:
-        if self._index is None:
-            self.ids()
-        if sample_id not in self._index:
-            raise DataError(f"dataset {self.name!r} has no image {sample_id!r} in its list")
-        path, boxes, size = self._index[sample_id]
+        path, boxes, size = self.entry(sample_id, "its list")
         image = read_image(path)
         if image.shape[:2] != size:
             raise DataError(

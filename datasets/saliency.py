@@ -34,7 +34,6 @@ class SaliencyFolders(Dataset):
 
     def __init__(self, root: str | Path | None = None, **config: Any) -> None:
         super().__init__(root, **config)
-        self._pairs: dict[str, tuple[Path, Path | None]] | None = None
         self.images_path, self.masks_path = self._locate()
         if self.masks_path is None:
             self.labels = ()  # an image-only training folder: no evaluator applies
@@ -59,7 +58,7 @@ class SaliencyFolders(Dataset):
     def _fail(self, message: str) -> DataError:
         return DataError(f"dataset {self.name!r}: {message} (expected layout: {self.layout})")
 
-    def _scan(self) -> dict[str, tuple[Path, Path | None]]:
+    def scan(self) -> dict[str, tuple[Path, Path | None]]:
         if not self.images_path.is_dir():
             raise self._fail(f"no images folder {self.images_path}")
         images = list_images(self.images_path, strict=True)
@@ -85,18 +84,8 @@ class SaliencyFolders(Dataset):
         return pairs
 
     # ---- the Dataset interface ---------------------------------------------------------
-    def ids(self) -> list[str]:
-        if self._pairs is None:
-            self._pairs = self._scan()
-        return list(self._pairs)
-
     def load(self, sample_id: str) -> Sample:
-        if self._pairs is None:
-            self.ids()
-        try:
-            image_path, mask_path = self._pairs[sample_id]
-        except KeyError:
-            raise DataError(f"dataset {self.name!r} has no image {sample_id!r} in {self.images_path}") from None
+        image_path, mask_path = self.entry(sample_id, str(self.images_path))
         image = read_image(image_path)
         meta = {"image_path": str(image_path)}
         if mask_path is None:

@@ -73,7 +73,6 @@ class VOCDetection(Dataset):
     def __init__(self, root: str | Path | None = None, **config: Any) -> None:
         super().__init__(root, **config)
         self.base = self._locate()
-        self._annotations: dict[str, tuple[np.ndarray, tuple[int, int], dict]] | None = None
 
     def _fail(self, message: str) -> DataError:
         return DataError(f"dataset {self.name!r}: {message} (expected layout: {self.layout})")
@@ -100,7 +99,7 @@ class VOCDetection(Dataset):
             raise self._fail(f"the image list {listing} is empty")
         return ids
 
-    def _scan(self) -> dict[str, tuple[np.ndarray, tuple[int, int], dict]]:
+    def scan(self) -> dict[str, tuple[np.ndarray, tuple[int, int], dict]]:
         ids = self._read_ids()
         for sub, suffix in (("Annotations", ".xml"), ("JPEGImages", ".jpg")):
             folder = self.base / sub
@@ -128,17 +127,8 @@ class VOCDetection(Dataset):
                 f"declares {declared[1]}x{declared[0]}; the boxes would not fit the image: re-copy both"
             )
 
-    def ids(self) -> list[str]:
-        if self._annotations is None:
-            self._annotations = self._scan()
-        return list(self._annotations)
-
     def load(self, sample_id: str) -> Sample:
-        if self._annotations is None:
-            self.ids()
-        if sample_id not in self._annotations:
-            raise DataError(f"dataset {self.name!r} has no id {sample_id!r} in its {self.split} list")
-        boxes, size, meta = self._annotations[sample_id]
+        boxes, size, meta = self.entry(sample_id, f"its {self.split} list")
         image_path = self.base / "JPEGImages" / f"{sample_id}.jpg"
         image = read_image(image_path)
         self._check_size(image_path, self.base / "Annotations" / f"{sample_id}.xml", image.shape[:2], size)

@@ -169,9 +169,29 @@ class Dataset(Plugin):
             )
         return root
 
+    def scan(self) -> dict[str, Any]:
+        """Check the layout and map each sample id to what :meth:`load` needs (read once).
+
+        Datasets that read an index from disk implement this and get :meth:`ids` and
+        :meth:`entry` for free; generated datasets override :meth:`ids` instead.
+        """
+        raise NotImplementedError
+
+    def _scanned(self) -> dict[str, Any]:
+        if getattr(self, "_index", None) is None:
+            self._index = self.scan()
+        return self._index
+
     def ids(self) -> list[str]:
         """All sample ids, in a fixed order. Checks the layout before any work is done."""
-        raise NotImplementedError
+        return list(self._scanned())
+
+    def entry(self, sample_id: str, where: str) -> Any:
+        """What :meth:`scan` recorded for ``sample_id``; an unknown id names ``where`` it was looked for."""
+        index = self._scanned()
+        if sample_id not in index:
+            raise DataError(f"dataset {self.name!r} has no image {sample_id!r} in {where}")
+        return index[sample_id]
 
     def load(self, sample_id: str) -> Sample:
         """Read one sample."""
