@@ -204,35 +204,30 @@ class Table:
         return frame.reset_index().to_markdown(index=False)
 
 
-def saliency_table(runs: list[RunRecord]) -> Table | None:
-    cells = {key: run for key, run in latest_runs(runs).items() if "max_fbeta" in run.metrics}
+def _dataset_table(runs: list[RunRecord], title: str, metrics: tuple, required: str,
+                   percent: bool = False) -> Table | None:
+    """Rows = run labels, columns = dataset x metric, over the runs that report ``required``."""
+    cells = {key: run for key, run in latest_runs(runs).items() if required in run.metrics}
     if not cells:
         return None
     rows = [(r,) for r in sorted({row for row, _ in cells}, key=str.lower)]
     columns, table_cells = [], {}
     for dataset in _ordered_datasets(d for _, d in cells):
-        for key, title in SALIENCY_METRICS:
-            column = f"{dataset_title(dataset)} {title}"
+        for key, metric_title in metrics:
+            column = f"{dataset_title(dataset)} {metric_title}".strip()
             columns.append(column)
             for (row,) in rows:
                 if (row, dataset) in cells:
                     table_cells[((row,), column)] = (cells[(row, dataset)], key)
-    return Table("Saliency", ["Method"], rows, columns, table_cells)
+    return Table(title, ["Method"], rows, columns, table_cells, percent=percent)
+
+
+def saliency_table(runs: list[RunRecord]) -> Table | None:
+    return _dataset_table(runs, "Saliency", SALIENCY_METRICS, required="max_fbeta")
 
 
 def corloc_table(runs: list[RunRecord]) -> Table | None:
-    cells = {key: run for key, run in latest_runs(runs).items() if "corloc" in run.metrics}
-    if not cells:
-        return None
-    rows = [(r,) for r in sorted({row for row, _ in cells}, key=str.lower)]
-    columns, table_cells = [], {}
-    for dataset in _ordered_datasets(d for _, d in cells):
-        column = dataset_title(dataset)
-        columns.append(column)
-        for (row,) in rows:
-            if (row, dataset) in cells:
-                table_cells[((row,), column)] = (cells[(row, dataset)], "corloc")
-    return Table("CorLoc (%)", ["Method"], rows, columns, table_cells, percent=True)
+    return _dataset_table(runs, "CorLoc (%)", (("corloc", ""),), required="corloc", percent=True)
 
 
 def ablation_table(runs: list[RunRecord]) -> Table | None:
