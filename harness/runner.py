@@ -19,7 +19,7 @@ import numpy as np
 from harness.api import Prediction, RunContext, Sample
 from harness.cache import MaskCache, array_digest, default_cache_dir, quantize_mask, stable_hash
 from harness.errors import HarnessError
-from harness.evaluators.protocol import PROTOCOL_NAME, PROTOCOL_VERSION
+from harness.evaluators.protocol import DEFAULT_PROTOCOL, get_protocol
 from harness.registry import Registry, get_registry
 from harness.results import SCHEMA_VERSION, environment_versions, git_sha, utc_now, write_run_files
 from harness.storage import check_writable
@@ -55,6 +55,7 @@ class RunSpec:
     cache_dir: Path | None = None
     progress: bool | None = None
     threads: int | None = None
+    protocol: str = DEFAULT_PROTOCOL
 
 
 @dataclass
@@ -150,11 +151,14 @@ class Runner:
         if len(spec.post_args) not in (0, len(spec.posts)):
             raise HarnessError("--post-args: give one set per --post, in the same order")
         reg = self.registry
+        self.protocol = get_protocol(spec.protocol)
         self.dataset = reg.create("dataset", spec.dataset, spec.dataset_args, root=spec.data_root)
         eval_names = spec.evaluators
         if eval_names is None:  # a dataset without ground truth (e.g. DUTS-TR images only): predict only
             eval_names = list(self.dataset.default_evaluators) if self.dataset.labels else []
-        self.evaluators = [reg.create("evaluator", name) for name in eval_names]
+        self.evaluators = [reg.create("evaluator", name, self.protocol.evaluator_args.get(name, {}))
+                           for name in eval_names]
+        self.protocol.check(self.evaluators)
         self.method = reg.create("method", spec.method, spec.method_args)
         self.backbone = self._make_backbone()
         post_args = spec.post_args or [{} for _ in spec.posts]
@@ -196,6 +200,8 @@ class Runner:
             "evaluators": [ev.identity() for ev in self.evaluators],
             "limit": self.spec.limit,
             "seed": self.spec.seed,
+            # absent for the default protocol, so that earlier runs keep their names
+            **({} if self.protocol.is_default else {"protocol": self.protocol.record()}),
         }
 
     def run_name(self, config: dict[str, Any]) -> str:
@@ -247,7 +253,7 @@ class Runner:
             "run": run_dir.name,
             "created": utc_now(),
             "config": config,
-            "protocol": {"name": PROTOCOL_NAME, "version": PROTOCOL_VERSION},
+            "protocol": self.protocol.record(),
             "versions": environment_versions([self.registry_source(p) for p in self._plugins()]),
             "weights_digest": self.backbone.weights_digest if self.backbone else None,
             "seed": spec.seed,
@@ -327,7 +333,7 @@ class Runner:
         posted = MaskCache(cache_root, "post")
         ready = {"method": False, "posts": False}
         for batch_ids in _chunks(ids, context.batch_size):
-            samples = [self.dataset.load(sample_id) for sample_id in batch_ids]
+            samples = [self.protocol.view(self.dataset.load(sample_id)) for sample_id in batch_ids]
             keys = [stable_hash([method_hash, s.id, array_digest(s.image)]) for s in samples]
             found = [masks.get(k) if self.method.cacheable else None for k in keys]
             missing = [j for j, hit in enumerate(found) if hit is None]

@@ -36,6 +36,9 @@ interrupted run resumes where it stopped.
         parser.add_argument("--post-args", action="append", default=[], metavar="K=V,...",
                             help="post-processor options; one per --post, in the same order")
         parser.add_argument("--dataset-args", default="", metavar="K=V,...", help="dataset options")
+        parser.add_argument("--protocol", default="harness", metavar="NAME",
+                            help="evaluation protocol: harness (default: native resolution) or segtricks "
+                                 "(segmentation-tricks' Resize(335) + CenterCrop(320), soft ground truth)")
         parser.add_argument("--limit", type=int, help="only the first N images (smoke runs)")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
@@ -72,6 +75,7 @@ interrupted run resumes where it stopped.
             cache_dir=args.cache_dir,
             progress=False if args.no_progress else None,
             threads=args.threads,
+            protocol=args.protocol,
         )
         result = run(spec)
         if not result.results:  # a non-zero rank under torchrun: rank 0 reports

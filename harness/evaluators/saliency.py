@@ -15,6 +15,10 @@ The protocol (``harness.evaluators.protocol``; DESIGN.md "Evaluation protocol"):
   truth is empty), F = (1 + b2) P R / (b2 P + R) (0 when P = R = 0); F is averaged over
   images for each t and ``max_fbeta`` is the maximum over t;
 - MAE: mean over pixels of ``|prediction - binary ground truth|``, averaged over images.
+
+Option ``fbeta_foreground=nonzero`` counts every non-zero ground-truth pixel as foreground for
+F-beta only (segmentation-tricks' convention on its soft, resized ground truth; the
+``segtricks`` protocol sets it); Acc, IoU and MAE keep ``gt / 255 > 0.5``.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.api import Evaluator, Prediction, Sample
+from harness.api import Evaluator, Option, Prediction, Sample
 from harness.evaluators.protocol import BETA2, N_THRESHOLDS
 
 # 255 * p of a float32 p = v / 255 is off by up to ~2e-5; this keeps it on level v.
@@ -78,7 +82,10 @@ def _histogram_bins(prediction: np.ndarray) -> np.ndarray:
     return scaled.astype(np.uint8)
 
 
-def measure(prediction: np.ndarray, gt_mask: np.ndarray) -> SaliencyRecord:
+FBETA_FOREGROUND = ("half", "nonzero")
+
+
+def measure(prediction: np.ndarray, gt_mask: np.ndarray, fbeta_foreground: str = "half") -> SaliencyRecord:
     """The per-image statistics of a soft prediction against an 8-bit ground truth.
 
     Parameters
@@ -87,17 +94,23 @@ def measure(prediction: np.ndarray, gt_mask: np.ndarray) -> SaliencyRecord:
         ``(h, w)`` float soft mask in [0, 1]; resized to the ground truth if needed.
     gt_mask : np.ndarray
         ``(H, W)`` uint8 ground truth, 0..255.
+    fbeta_foreground : {"half", "nonzero"}
+        The ground-truth foreground the F-beta histograms use: ``gt / 255 > 0.5`` (the
+        protocol) or ``gt > 0`` (segmentation-tricks). The counts at 0.5 always use "half".
     """
     fg = ground_truth_foreground(gt_mask)
     pred = resize_to(prediction, fg.shape)
+    if fbeta_foreground not in FBETA_FOREGROUND:
+        raise ValueError(f"fbeta_foreground must be one of {FBETA_FOREGROUND}, got {fbeta_foreground!r}")
+    fbeta_fg = fg if fbeta_foreground == "half" or gt_mask.dtype == np.bool_ else np.asarray(gt_mask) > 0
     # one bincount over (bin + 256 * is_foreground) gives both histograms in one pass
-    index = fg.astype(np.intp)
+    index = fbeta_fg.astype(np.intp)
     index *= _N_BINS
     index += _histogram_bins(pred)
     hist = np.bincount(index.ravel(), minlength=2 * _N_BINS)
     hist_bg, hist_fg = hist[:_N_BINS].copy(), hist[_N_BINS:].copy()
     positive = pred > 0.5
-    n_fg = int(hist_fg.sum())
+    n_fg = int(hist_fg.sum()) if fbeta_fg is fg else int(np.count_nonzero(fg))
     tp = int(np.count_nonzero(positive & fg))
     fp = int(np.count_nonzero(positive)) - tp
     fn = n_fg - tp
@@ -135,9 +148,14 @@ class SaliencyEvaluator(Evaluator):
     name = "saliency"
     description = "Acc and IoU at 0.5, dataset-level max F-beta (beta^2 = 0.3) and MAE"
     requires = "mask"
+    options = (
+        Option("fbeta_foreground", "half", "ground-truth foreground for F-beta: half (gt/255 > 0.5, the "
+               "protocol) or nonzero (gt > 0, segmentation-tricks; set by --protocol segtricks)",
+               choices=FBETA_FOREGROUND),
+    )
 
     def process(self, sample: Sample, prediction: Prediction) -> dict:
-        record = measure(prediction.mask, sample.mask)
+        record = measure(prediction.mask, sample.mask, self.config["fbeta_foreground"])
         self.records.append(record)
         n = record.tp + record.fp + record.fn + record.tn
         union = record.tp + record.fp + record.fn

@@ -1,0 +1,100 @@
+"""Regenerate ``goldens/segtricks-protocol``: segmentation-tricks' saliency evaluation (its
+ECSSD transforms and ``token_metric``) on a few ECSSD images and fixed predictions.
+
+Run with the reference checkout importable and its requirements installed::
+
+    /work/refvenv/bin/python tests/parity/regenerate_segtricks_protocol.py --ref /path/to/segmentation-tricks
+
+What it stores (the reference's outputs, no reference code):
+
+- ``gt_<id>.png``: the ground truth as the reference's ``mySaliencyDataset`` + ECSSD
+  ``transform_target`` give it (``Resize(335)`` + ``CenterCrop(320)`` + ``ToTensor``), x 255;
+- ``image_sha256.json``: sha256 of each image crop as its ``transform_train`` gives it without
+  the final ``Normalize`` (x 255, uint8), so the harness's view of the image is checked too;
+- the predictions fed to the metric code are ``parity_common.fixed_prediction`` of each
+  ground truth (integer arithmetic, so the test rebuilds them exactly);
+- ``metrics.json``: ``token_metric.accuracy``, ``IoU`` and ``my_Fmax`` on those predictions.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from parity_common import GOLDENS, fixed_prediction, shared_data_root, write_source  # noqa: E402
+
+IDS = ("0005", "0100", "0355", "0557", "0730", "1000")
+OUT = GOLDENS / "segtricks-protocol"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ref", required=True, type=Path, help="segmentation-tricks checkout")
+    args = parser.parse_args()
+    # shim: utils.py imports wandb at module level; the metric and data code never call it
+    sys.modules.setdefault("wandb", types.ModuleType("wandb"))
+    sys.path.insert(0, str(args.ref))
+    # shim: utils.py builds a tensor on 'cuda' at import time; build it on the CPU instead
+    zeros = torch.zeros
+    torch.zeros = lambda *a, device=None, **k: zeros(*a, **k)
+    try:
+        import token_metric
+        import utils_data
+    finally:
+        torch.zeros = zeros
+
+    data = shared_data_root()
+    if data is None:
+        raise SystemExit("shared data not found: set HARNESS_TEST_DATA")
+    options = argparse.Namespace(dataset="ecssd", root_dir=str(data), img_size=320)
+    dataset, _ = utils_data.load_my_dataset_not_augment(options)
+    stems = [Path(p).stem for p in dataset.image_path_list]
+    unnormalised = dataset.transform.transforms[:-1]  # everything but Normalize
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    preds, gts, digests = [], [], {}
+    for index, stem in enumerate(IDS):
+        _, gt = dataset[stems.index(stem)]
+        gt_u8 = torch.round(gt[0] * 255).to(torch.uint8).numpy()
+        assert np.allclose(gt_u8 / 255.0, gt[0].numpy(), atol=1e-6), "ground truth is not on 1/255 levels"
+        Image.fromarray(gt_u8).save(OUT / f"gt_{stem}.png")
+        with Image.open(Path(dataset.image_root) / dataset.image_path_list[stems.index(stem)]) as img:
+            crop = img.convert("RGB")
+            for transform in unnormalised:
+                crop = transform(crop)
+        crop_u8 = torch.round(crop * 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+        digests[stem] = hashlib.sha256(crop_u8.tobytes()).hexdigest()
+        pred_u8 = fixed_prediction(gt_u8, index)
+        preds.append(torch.from_numpy(pred_u8).float()[None] / 255.0)
+        gts.append(gt)
+    pred_list, gt_list = torch.stack(preds), torch.stack(gts)
+    metrics = {
+        "acc": token_metric.accuracy(pred_list, gt_list),
+        "iou": token_metric.IoU(pred_list, gt_list),
+        "max_fbeta": token_metric.my_Fmax(pred_list, gt_list),
+        "ids": list(IDS),
+    }
+    (OUT / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (OUT / "image_sha256.json").write_text(json.dumps(digests, indent=2) + "\n")
+    write_source(
+        OUT, "segmentation-tricks",
+        "/work/refvenv/bin/python tests/parity/regenerate_segtricks_protocol.py --ref <segmentation-tricks>",
+        ["a stub module `wandb` in sys.modules (utils.py imports it at module level; unused here)",
+         "torch.zeros ignores device= while utils.py is imported (it builds a constant on 'cuda')",
+         "pycocotools, h5py and wget installed (imported at module level by utils_data / utils)"],
+        "utils_data.load_my_dataset_not_augment(dataset='ecssd', img_size=320): ground truth and image "
+        "crops; token_metric.accuracy / IoU / my_Fmax on fixed predictions",
+    )
+    print(json.dumps(metrics))
+
+
+if __name__ == "__main__":
+    main()
