@@ -43,10 +43,17 @@ SALIENCY_METRICS = (("acc", "Acc"), ("iou", "IoU"), ("max_fbeta", "max Fβ"))
 POST_TITLES = {"": "none", "gf": "GF", "bs": "BF", "bf": "BF"}
 LAYOUTS = ("all", "saliency", "corloc", "ablation", "post")
 SEMPART_FAMILY = {"sempart": False, "sempart-crop": True}  # method -> trained with crop consistency
+DEFAULT_PRESET = "harness"
 
 
 def dataset_title(name: str) -> str:
     return DATASET_TITLES.get(name, name)
+
+
+def preset_tag(identity: dict[str, Any] | None) -> str:
+    """`` [name]`` for a plugin run under a non-default ``preset`` option, else ``""``."""
+    preset = (identity or {}).get("config", {}).get("preset")
+    return f" [{preset}]" if preset not in (None, DEFAULT_PRESET) else ""
 
 
 @dataclass
@@ -80,16 +87,48 @@ class RunRecord:
         return "+".join(post["name"] for post in self.config.get("posts", []))
 
     @property
+    def protocol(self) -> dict[str, str]:
+        return self.results.get("protocol", {})
+
+    @property
+    def protocol_tag(self) -> str:
+        """`` {name}`` for a run under a protocol other than the default one, else ``""``."""
+        from harness.evaluators.protocol import PROTOCOL_NAME
+
+        name = self.protocol.get("name", PROTOCOL_NAME)
+        return f" {{{name}}}" if name != PROTOCOL_NAME else ""
+
+    @property
+    def preset_names(self) -> str:
+        """The non-default presets of the method and posts, ``+``-joined ("" for none)."""
+        names = [ident.get("config", {}).get("preset") for ident in [self.config["method"], *self.config.get("posts", [])]]
+        return "+".join(dict.fromkeys(n for n in names if n not in (None, DEFAULT_PRESET)))
+
+    @property
+    def presets(self) -> str:
+        """The preset of the method, each post-processor and the protocol, in words."""
+        parts = [f"{ident['name']} preset `{ident['config'].get('preset', DEFAULT_PRESET)}`"
+                 for ident in [self.config["method"], *self.config.get("posts", [])]
+                 if "preset" in ident.get("config", {})]
+        protocol = self.protocol
+        parts.append(f"protocol `{protocol.get('name', '?')}` v{protocol.get('version', '?')}")
+        return ", ".join(parts)
+
+    @property
     def method_label(self) -> str:
         """The method's name (or the ``display_name`` its cache token gives, e.g. "SelfMask w/
         tokencut") and its backbone."""
         token = self.config.get("method_token")
         name = token.get("display_name") if isinstance(token, dict) else None
-        return (name or self.method) + (f" ({self.backbone})" if self.backbone else "")
+        return ((name or self.method) + (f" ({self.backbone})" if self.backbone else "")
+                + preset_tag(self.config["method"]) + self.protocol_tag)
 
     @property
     def row_label(self) -> str:
-        return self.method_label + "".join(f" + {post['name']}" for post in self.config.get("posts", []))
+        """Method, backbone, post chain, and every non-default preset or protocol: two runs that
+        differ in any of them are two rows, never one cell overwriting another."""
+        posts = "".join(f" + {post['name']}{preset_tag(post)}" for post in self.config.get("posts", []))
+        return self.method_label + posts
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -175,16 +214,21 @@ class Table:
     percent: bool = False
 
     def to_markdown(self, intervals: bool = True) -> str:
-        """The table, best estimate of each column in bold, intervals in brackets."""
+        """The table, best estimate of each column in bold (among the runs of one protocol:
+        numbers of two protocols are not compared), intervals in brackets."""
         import pandas as pd
 
         digits = 1 if self.percent else 3
         body = {column: [] for column in self.columns}
         for column in self.columns:
-            values = [self.cells[(row, column)] for row in self.rows if (row, column) in self.cells]
-            estimates = [run.metrics.get(metric) for run, metric in values]
-            finite = [v for v in estimates if isinstance(v, (int, float)) and np.isfinite(v)]
-            best = max(finite) if len(finite) > 1 else None
+            by_protocol: dict[str, list[float]] = {}
+            for row in self.rows:
+                if (row, column) in self.cells:
+                    run, metric = self.cells[(row, column)]
+                    value = run.metrics.get(metric)
+                    if isinstance(value, (int, float)) and np.isfinite(value):
+                        by_protocol.setdefault(run.protocol_tag, []).append(value)
+            best = {tag: max(values) for tag, values in by_protocol.items() if len(values) > 1}
             for row in self.rows:
                 cell = self.cells.get((row, column))
                 value = cell[0].metrics.get(cell[1]) if cell else None
@@ -192,7 +236,7 @@ class Table:
                     body[column].append(MISSING)
                     continue
                 text = f"{value:.{digits}f}"
-                if best is not None and value == best:
+                if value == best.get(cell[0].protocol_tag):
                     text = f"**{text}**"
                 interval = cell[0].interval(cell[1]) if intervals else None
                 if interval is not None and np.isfinite(interval.low):
@@ -236,7 +280,8 @@ def ablation_table(runs: list[RunRecord]) -> Table | None:
               if r.method in SEMPART_FAMILY and r.post_chain in ("", "gf") and "iou" in r.metrics]
     if not family:
         return None
-    key = lambda r: (r.backbone or "–", "✓" if SEMPART_FAMILY[r.method] else "", "✓" if r.post_chain else "")  # noqa: E731
+    key = lambda r: ((r.backbone or "–") + preset_tag(r.config["method"]) + r.protocol_tag,  # noqa: E731
+                     "✓" if SEMPART_FAMILY[r.method] else "", "✓" if r.post_chain else "")
     rows = sorted({key(r) for r in family})
     datasets = _ordered_datasets(r.dataset for r in family)
     columns = [f"{dataset_title(d)} IoU" for d in datasets]
@@ -250,9 +295,10 @@ def post_table(runs: list[RunRecord]) -> Table | None:
     if len({r.post_chain for r in chosen}) < 2:
         return None  # nothing to compare
     rows = [(m,) for m in sorted({r.method_label for r in chosen}, key=str.lower)]
-    posts = [p for p in POST_TITLES if any(r.post_chain == p for r in chosen)]
-    titles = list(dict.fromkeys(POST_TITLES[p] for p in posts))
-    cells = {((r.method_label,), f"{dataset_title(r.dataset)} {POST_TITLES[r.post_chain]}"): (r, "iou") for r in chosen}
+    title = lambda r: POST_TITLES[r.post_chain] + "".join(preset_tag(p) for p in r.config.get("posts", []))  # noqa: E731
+    titles = list(dict.fromkeys(title(r) for p in POST_TITLES
+                                for r in sorted(chosen, key=lambda r: title(r)) if r.post_chain == p))
+    cells = {((r.method_label,), f"{dataset_title(r.dataset)} {title(r)}"): (r, "iou") for r in chosen}
     columns = [c for c in (f"{dataset_title(d)} {t}" for d in _ordered_datasets(r.dataset for r in chosen) for t in titles)
                if any(column == c for _, column in cells)]  # a dataset without that post-processor: no column
     return Table("Post-processing (IoU)", ["Method"], rows, columns, cells)
@@ -263,8 +309,9 @@ TABLES = {"saliency": saliency_table, "corloc": corloc_table, "ablation": ablati
 
 def read_reference(path: str | Path):
     """Published numbers: a CSV with columns method, dataset, metric, value and optional
-    backbone and post (empty = none). Values in the paper's units (fractions for saliency,
-    percent for CorLoc)."""
+    backbone and post (empty = none), preset (the non-default preset a row was measured
+    under, empty = the harness defaults) and protocol (its name, empty = the default). Values
+    in the paper's units (fractions for saliency, percent for CorLoc)."""
     import pandas as pd
 
     path = Path(path)
@@ -278,7 +325,7 @@ def read_reference(path: str | Path):
             f"--reference {path} lacks the column(s) {', '.join(sorted(missing))}; expected "
             f"method,dataset,metric,value[,backbone,post]"
         )
-    for column in ("backbone", "post"):
+    for column in ("backbone", "post", "preset", "protocol"):
         if column not in frame:
             frame[column] = ""
     try:
@@ -292,13 +339,18 @@ def reference_table(runs: list[RunRecord], reference) -> str | None:
     """Measured [95% CI] | published | difference, one row per reference line with a run."""
     from tabulate import tabulate
 
+    from harness.evaluators.protocol import PROTOCOL_NAME
+
     cells = latest_runs(runs)
     lines = []
     for ref in reference.itertuples(index=False):
         match = [r for r in cells.values()
                  if r.method == ref.method and r.dataset == ref.dataset and r.post_chain == ref.post
-                 and (not ref.backbone or r.backbone == ref.backbone) and ref.metric in r.metrics]
-        label = ref.method + (f" ({ref.backbone})" if ref.backbone else "") + (f" + {ref.post}" if ref.post else "")
+                 and (not ref.backbone or r.backbone == ref.backbone) and ref.metric in r.metrics
+                 and r.preset_names == ref.preset
+                 and r.protocol.get("name", PROTOCOL_NAME) == (ref.protocol or PROTOCOL_NAME)]
+        label = (ref.method + (f" ({ref.backbone})" if ref.backbone else "") + (f" + {ref.post}" if ref.post else "")
+                 + (f" [{ref.preset}]" if ref.preset else "") + (f" {{{ref.protocol}}}" if ref.protocol else ""))
         if not match:
             lines.append([label, dataset_title(ref.dataset), ref.metric, MISSING, f"{ref.value:g}", MISSING])
             continue
@@ -333,11 +385,18 @@ def _changed_options(run: RunRecord) -> str:
 
 def _notes(runs: list[RunRecord], intervals: bool) -> list[str]:
     runs = list(latest_runs(runs).values())  # only the runs whose numbers are shown
+    from harness.evaluators.protocol import PROTOCOLS
+
     protocols = sorted({f"{r.results['protocol']['name']} v{r.results['protocol']['version']}" for r in runs})
     notes = [
         f"Protocol: {', '.join(protocols)} (saliency: prediction > 0.5 for Acc and IoU, "
         "max Fβ with β² = 0.3 over 255 thresholds at dataset level; CorLoc: IoU ≥ 0.5)."
     ]
+    for protocol in PROTOCOLS.values():
+        if not protocol.is_default and any(r.protocol.get("name") == protocol.name for r in runs):
+            notes.append(f"Rows marked {{{protocol.name}}} were scored under `--protocol {protocol.key}`: "
+                         f"{protocol.summary}. They are not comparable with the other rows; bold marks "
+                         "the best within one protocol.")
     if intervals:
         r = runs[0]
         notes.append(f"Brackets: 95% percentile bootstrap intervals over images ({r.resamples} resamples, "
@@ -349,6 +408,7 @@ def _notes(runs: list[RunRecord], intervals: bool) -> list[str]:
         parts = [f"backbone `{backbone['name']}`" if backbone else "no backbone"]
         if weights:
             parts.append(f"weights sha256 `{weights[:12]}`")
+        parts.append(members[0].presets)
         sizes = ", ".join(
             f"{dataset_title(r.dataset)}: {r.results['counts']['images']} images ({r.path.name}"
             + (f"; {_changed_options(r)}" if _changed_options(r) else "") + ")"

@@ -26,7 +26,8 @@ def _saliency_images(quality: float, n: int, seed: int):
 
 def write_run(root: Path, name: str, method: str, dataset: str, kind: str = "saliency", quality: float = 0.5,
               posts=(), backbone=None, images: int = 10, seed: int = 0,
-              created: str = "2026-01-01T00:00:00+00:00") -> Path:
+              created: str = "2026-01-01T00:00:00+00:00", method_config=None, post_configs=None,
+              protocol=("harness-saliency-corloc", "1.0")) -> Path:
     run_dir = root / name
     run_dir.mkdir(parents=True)
     ids = [f"{i:04d}" for i in range(images)]
@@ -54,12 +55,13 @@ def write_run(root: Path, name: str, method: str, dataset: str, kind: str = "sal
         "run": name,
         "created": created,
         "config": {
-            "method": {"name": method, "version": "1", "config": {}},
+            "method": {"name": method, "version": "1", "config": dict(method_config or {})},
             "backbone": {"name": backbone, "config": {}} if backbone else None,
-            "posts": [{"name": p, "version": "1", "config": {}} for p in posts],
+            "posts": [{"name": p, "version": "1", "config": dict(c)}
+                      for p, c in zip(posts, post_configs or [{}] * len(posts))],
             "dataset": {"name": dataset, "version": "1", "config": {}},
         },
-        "protocol": {"name": "harness-saliency-corloc", "version": "1.0"},
+        "protocol": {"name": protocol[0], "version": protocol[1]},
         "weights_digest": "ab" * 32 if backbone else None,
         "counts": {"images": images},
         "metrics": {k: float(v) for k, v in metrics.items()},
@@ -79,7 +81,13 @@ def paper_like_runs(root: Path) -> None:
     write_run(root, "r6", "center-prior", "voc12", kind="corloc", quality=0.4, seed=6)
     write_run(root, "r7", "sempart", "ecssd", quality=0.6, backbone="dino-vits8", seed=7)
     write_run(root, "r8", "sempart-crop", "ecssd", quality=0.65, backbone="dino-vits8", seed=8)
-    write_run(root, "r9", "sempart-crop", "ecssd", quality=0.68, posts=["gf"], backbone="dino-vits8", seed=9)
+    write_run(root, "r9", "sempart-crop", "ecssd", quality=0.68, posts=["gf"], backbone="dino-vits8", seed=9,
+              method_config={"preset": "harness"})
+    # the same method and post chain under the paper's code's conventions: its own row, named
+    write_run(root, "r11", "sempart-crop", "ecssd", quality=0.7, posts=["gf"], backbone="dino-vits8", seed=11,
+              method_config={"preset": "segtricks"}, protocol=("segtricks-320crop", "1.0"))
+    write_run(root, "r12", "tokencut", "ecssd", quality=0.66, posts=["bs"], backbone="dino-vits16", seed=12,
+              post_configs=[{"preset": "segtricks"}])
     # an older run of the same cell is superseded by the newer r1
     write_run(root, "r0", "tokencut", "ecssd", quality=0.1, backbone="dino-vits16", seed=10,
               created="2025-01-01T00:00:00+00:00")

@@ -44,7 +44,11 @@ def test_report_layout_rules(runs_dir):
     assert text.index("DUTS-TE Acc") < text.index("ECSSD Acc")  # the paper's column order
     ablation = text.split("## Ablation: backbone x crop consistency x GF (IoU)")[1].split("## ")[0]
     assert [line.split("|")[1:4] for line in ablation.splitlines() if "dino-vits8" in line] == [
-        [" dino-vits8 ", "        ", "      "], [" dino-vits8 ", " ✓      ", "      "], [" dino-vits8 ", " ✓      ", " ✓    "]]
+        [" dino-vits8                                 ", "        ", "      "],
+        [" dino-vits8                                 ", " ✓      ", "      "],
+        [" dino-vits8                                 ", " ✓      ", " ✓    "],
+        # the paper's code's conventions are a row of their own, named by preset and protocol
+        [" dino-vits8 [segtricks] {segtricks-320crop} ", " ✓      ", " ✓    "]]
     post = text.split("## Post-processing (IoU)")[1].split("## ")[0]
     assert "DUTS-TE GF" not in post and "ECSSD GF" in post and "ECSSD BF" in post
 
@@ -122,3 +126,27 @@ def test_figures_from_real_runs(tmp_path, capsys):
     assert pixels.std() > 20  # images and masks, not a blank canvas
     plot = np.asarray(Image.open(size).convert("RGB"))
     assert plot.shape[:2] == (450, 700) and len(np.unique(plot.reshape(-1, 3), axis=0)) > 10
+
+
+def test_presets_and_protocols_are_rows_of_their_own_and_named(runs_dir, tmp_path):
+    text = render_report(find_runs([runs_dir], resamples=200))
+    saliency = _section(text, "Saliency")
+    # the same method + post chain under segmentation-tricks' conventions is another row
+    assert "sempart-crop (dino-vits8) + gf" in saliency
+    crop_row = saliency["sempart-crop (dino-vits8) [segtricks] {segtricks-320crop} + gf"]
+    assert "0.639 [" in crop_row and "**" not in crop_row  # never bold against another protocol
+    assert "**0.632** [" in saliency["tokencut (dino-vits16) + bs"]  # the default-protocol best
+    assert "0.607 [" in saliency["tokencut (dino-vits16) + bs [segtricks]"]
+    notes = text.split("## Notes")[1]
+    assert "sempart-crop preset `segtricks`, protocol `segtricks-320crop` v1.0" in notes
+    assert "bs preset `segtricks`, protocol `harness-saliency-corloc` v1.0" in notes
+    assert "Rows marked {segtricks-320crop} were scored under `--protocol segtricks`" in notes
+    # published numbers are matched to the run of the same preset and protocol only
+    ref = tmp_path / "published.csv"
+    ref.write_text("method,backbone,post,dataset,metric,value,preset,protocol\n"
+                   "tokencut,dino-vits16,bs,ecssd,iou,0.7,segtricks,\n"
+                   "tokencut,dino-vits16,bs,ecssd,iou,0.7,,\n"
+                   "sempart-crop,dino-vits8,gf,ecssd,iou,0.7,segtricks,segtricks-320crop\n")
+    table = render_report(find_runs([runs_dir], resamples=200), reference=read_reference(ref))
+    table = table.split("## Reproduction: measured vs published")[1].split("## ")[0]
+    assert "| -0.093 |" in table and "| -0.068 |" in table and "| -0.061 |" in table
