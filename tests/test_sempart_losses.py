@@ -110,3 +110,70 @@ def test_head_channels_follow_sempart_for_stride_8():
     convs = [m for m in head.modules() if isinstance(m, torch.nn.Conv2d)]
     shapes = [(c.in_channels, c.out_channels) for c in convs]
     assert shapes == [(384, 64), (64, 1), (67, 192), (195, 128), (131, 128), (128, 128), (131, 1)]
+
+
+def test_losses_ignore_autocast_and_refuse_half_precision():
+    rng = np.random.default_rng(3)
+    feats = torch.from_numpy(rng.standard_normal((2, 32, 6, 6))).float()
+    coarse = torch.from_numpy(rng.random((2, 1, 6, 6))).float()
+    fine = torch.from_numpy(rng.random((2, 1, 48, 48))).float()
+    image = torch.from_numpy(rng.random((2, 3, 48, 48))).float()
+
+    def terms():
+        return [L.ncut_loss(coarse, L.cosine_affinity(feats, tau=0.1)), L.consistency_loss(fine, coarse),
+                L.image_tv_loss(fine, image), L.feature_tv_loss(coarse, feats, tau=0.1), L.crop_mse(fine, 1 - fine)]
+
+    plain = terms()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the CPU stand-in for the trainer's CUDA autocast
+        assert (feats @ feats.transpose(2, 3)).dtype == torch.bfloat16  # autocast is really on
+        under = terms()
+    assert all(u.dtype == torch.float32 and u.item() == p.item() for u, p in zip(under, plain))
+    with pytest.raises(TypeError, match="ncut_loss: Sempart losses run in float32; got torch.bfloat16"):
+        L.ncut_loss(coarse.bfloat16(), L.cosine_affinity(feats))
+    with pytest.raises(TypeError, match="cosine_affinity.*torch.float16"):
+        L.cosine_affinity(feats.half())
+
+
+def test_segtricks_crops_are_the_references_row_80_and_columns_10_to_29():
+    gen = torch.Generator().manual_seed(0)
+    corners = [c for _ in range(50) for c in L.segtricks_crops(8, 320, 320, 8, gen)]
+    assert {top for top, _ in corners} == {80}
+    assert {left for _, left in corners} == set(range(10, 30))
+    # the draws follow the reference's order: rows (discarded), then columns, from one generator
+    gen = torch.Generator().manual_seed(5)
+    torch.randint(10, 30, (4,), generator=gen)
+    expected = torch.randint(10, 30, (4,), generator=gen).tolist()
+    assert [left for _, left in L.segtricks_crops(4, 320, 320, 8, torch.Generator().manual_seed(5))] == expected
+    with pytest.raises(ValueError, match="at least 4 tokens"):
+        L.segtricks_crops(1, 24, 320, 8, gen)
+
+
+def test_head_transformer_has_the_vit_pytorch_form():
+    head = SempartHead(384, 8)
+    shapes = {k: tuple(v.shape) for k, v in head.state_dict().items() if k.startswith("encoder.")}
+    assert shapes == {
+        **{f"encoder.{i}.{k}": s for i in (0, 1) for k, s in {
+            "attn_norm.weight": (64,), "attn_norm.bias": (64,),
+            "attn.qkv.weight": (384, 64),  # 3 x 2 heads x 64, no bias
+            "attn.proj.weight": (64, 128), "attn.proj.bias": (64,),
+            "mlp_norm.weight": (64,), "mlp_norm.bias": (64,),
+            "mlp_in.weight": (64, 64), "mlp_in.bias": (64,), "mlp_out.weight": (64, 64), "mlp_out.bias": (64,),
+        }.items()}
+    }
+    assert sum(isinstance(m, torch.nn.LayerNorm) for m in head.modules()) == 4  # pre-norms only, no final norm
+    # no position encoding: permuting the tokens permutes the coarse output
+    head.eval()
+    feats, image = torch.randn(1, 384, 4, 4), torch.randn(1, 3, 32, 32)
+    _, coarse = head(feats, image)
+    _, flipped = head(feats.flip(-1), image.flip(-1))
+    assert torch.allclose(flipped, coarse.flip(-1), atol=1e-5)
+
+
+def test_shorter_side_size_keeps_the_aspect_on_the_stride():
+    from harness.training.augment import resize_to, shorter_side_size
+
+    assert shorter_side_size(267, 400, 320, 8) == (320, 480)
+    assert shorter_side_size(400, 300, 320, 8) == (424, 320)  # 426.7 -> 424
+    assert shorter_side_size(320, 320, 320, 8) == (320, 320)
+    image = np.random.default_rng(0).integers(0, 256, (320, 320, 3), dtype=np.uint8)
+    assert torch.equal(resize_to(image, 320, 320), torch.from_numpy(image).permute(2, 0, 1).float() / 255)

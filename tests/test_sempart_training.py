@@ -11,10 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from harness.api import RunContext
 from harness.cli import main
 from harness.errors import HarnessError
 from harness.registry import get_registry
@@ -25,9 +27,9 @@ TINY = {"image_size": "64"}
 BACKBONE = dict(backbone="effnet-lite0", backbone_args={"stride": "8"})
 
 
-def _train(out: Path, method: str = "sempart", epochs: int = 2, resume: bool = False, **kw) -> Path:
+def _train(out: Path, method: str = "sempart", epochs: int = 2, resume: bool = False, method_args=None, **kw) -> Path:
     spec = TrainSpec(method=method, dataset="synthetic", dataset_args={"count": "8", "height": "80", "width": "96"},
-                     method_args=dict(TINY), epochs=epochs, batch_size=4, out=out, resume=resume, progress=False,
+                     method_args=dict(method_args or TINY), epochs=epochs, batch_size=4, out=out, resume=resume, progress=False,
                      device="cpu", **BACKBONE, **kw)
     return train(spec)
 
@@ -150,3 +152,162 @@ def test_two_cpu_processes_train_in_sync_and_shard_evaluation(tmp_path):
     assert a["metrics"] == b["metrics"]
     rows_a = next((tmp_path / "sharded").glob("*/per_image.csv")).read_text()
     assert rows_a == next((tmp_path / "single").glob("*/per_image.csv")).read_text()
+
+
+# ---- precision, aspect ratio, presets, segmentation-tricks heads ----------------------------------
+def _effnet():
+    backbone = get_registry().create("backbone", "effnet-lite0", {"stride": "8"})
+    backbone.load("cpu")
+    return backbone
+
+
+class _Spy:
+    """Wraps a backbone; records the input shapes and whether autocast was on in features()."""
+
+    def __init__(self, backbone):
+        self.inner, self.calls = backbone, []
+        self.name, self.stride, self.feature_dim = backbone.name, backbone.stride, backbone.feature_dim
+
+    def load(self, device):
+        self.inner.load(device)
+
+    def identity(self):
+        return self.inner.identity()
+
+    @property
+    def weights_digest(self):
+        return self.inner.weights_digest
+
+    def features(self, images):
+        self.calls.append((tuple(images.shape), torch.is_autocast_enabled("cpu"), images.dtype))
+        return self.inner.features(images)
+
+
+def test_backbone_and_losses_stay_float32_under_autocast():
+    method = get_registry().create("method", "sempart-crop", dict(TINY))
+    spy = _Spy(_effnet())
+    model = method.build_model(spy)
+    images = torch.rand(2, 3, 64, 64)
+    plain = method.training_losses(model, spy, {"image": images}, torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the CPU stand-in for the trainer's CUDA autocast
+        under = method.training_losses(model, spy, {"image": images}, torch.Generator().manual_seed(0))
+    assert all(not autocast and dtype == torch.float32 for _, autocast, dtype in spy.calls)
+    assert all(v.dtype == torch.float32 for v in under.values())
+    # the head ran in bfloat16 under autocast, so terms differ a little; with the head in float32
+    # (preset=segtricks) nothing does
+    seg = get_registry().create("method", "sempart-crop", {**TINY, "preset": "segtricks"})
+    plain = seg.training_losses(model, spy, {"image": images}, torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = seg.training_losses(model, spy, {"image": images}, torch.Generator().manual_seed(0))
+    assert {k: v.item() for k, v in under.items()} == {k: v.item() for k, v in plain.items()}
+
+
+def test_evaluation_keeps_the_aspect_ratio(trained):
+    method = get_registry().create("method", "sempart", {"checkpoint": str(trained / "checkpoint_last.pt")})
+    spy = _Spy(_effnet())
+    method.setup(RunContext(device="cpu", backbone=spy))
+    dataset = get_registry().create("dataset", "synthetic", {"count": "2", "height": "90", "width": "150"})
+    samples = [dataset.load(i).without_labels() for i in dataset.ids()]
+    preds = method.predict_batch(samples)
+    assert spy.calls[0][0] == (2, 3, 64, 104)  # shorter side 64 (the training size), 106.7 -> 104
+    assert all(p.mask.shape == (90, 150) for p in preds)
+    assert method.cacheable
+
+
+def test_segtricks_preset_squares_the_input_and_decides_polarity_per_batch(trained):
+    method = get_registry().create("method", "sempart", {"checkpoint": str(trained / "checkpoint_last.pt"),
+                                                         "preset": "segtricks"})
+    spy = _Spy(_effnet())
+    method.setup(RunContext(device="cpu", backbone=spy))
+    assert method.polarity == "batch" and not method.cacheable
+    dataset = get_registry().create("dataset", "synthetic", {"count": "3", "height": "90", "width": "150"})
+    samples = [dataset.load(i).without_labels() for i in dataset.ids()]
+    batch = method.predict_batch(samples)
+    assert spy.calls[0][0] == (3, 3, 64, 64) and all(p.mask.shape == (90, 150) for p in batch)
+    alone = method.predict_batch(samples[:1])  # batch statistics: another batch, another mask
+    assert not np.allclose(alone[0].mask, batch[0].mask, atol=1e-4)
+    fixed = get_registry().create("method", "sempart", {"checkpoint": str(trained / "checkpoint_last.pt"),
+                                                        "preset": "segtricks", "polarity": "-1"})
+    assert fixed.polarity_rule() == -1
+
+
+def test_segtricks_preset_trains(tmp_path):
+    out = _train(tmp_path / "seg", method="sempart-crop", epochs=1, method_args={**TINY, "preset": "segtricks"})
+    log = pd.read_csv(out / "losses.csv")
+    assert np.isfinite(log["total"]).all() and log["crop_mse"].iloc[0] > 0
+
+
+def _segtricks_head_file(path: Path, state=None) -> Path:
+    """A head in segmentation-tricks' layout ({'segmenter_state_dict': ...}), random values."""
+    from harness.methods.sempart_model import SempartHead
+
+    torch.manual_seed(0)
+    ours = SempartHead(384, 8).state_dict()
+    rename = {"project.": "conv_input.", "coarse_out.": "conv_coarse.", "fine_out.": "conv_final.", "blocks.": "layers."}
+    layer = {"attn_norm.": "0.norm.", "attn.qkv.": "0.fn.to_qkv.", "attn.proj.": "0.fn.to_out.0.",
+             "mlp_norm.": "1.norm.", "mlp_in.": "1.fn.net.0.", "mlp_out.": "1.fn.net.3."}
+    theirs = {}
+    for key, value in ours.items():
+        if key.startswith("encoder."):
+            _, i, rest = key.split(".", 2)
+            part = next(p for p in layer if rest.startswith(p))
+            theirs[f"inp_transformer.layers.{i}.{layer[part]}{rest[len(part):]}"] = value
+        else:
+            part = next(p for p in rename if key.startswith(p))
+            theirs[rename[part] + key[len(part):]] = value
+    torch.save({"segmenter_state_dict": state if state is not None else theirs}, path)
+    return path
+
+
+def test_a_segmentation_tricks_head_runs_through_harness_run(tmp_path):
+    from harness.backbones.vit import random_official_state
+
+    weights = tmp_path / "dino_vits8_random.pth"
+    torch.save(random_official_state(384, 12, 8, grid=28, seed=0), weights)
+    head = _segtricks_head_file(tmp_path / "segtricks_head.pth")
+    base = ["run", "--method", "sempart", "--weights", str(weights), "--dataset", "synthetic",
+            "--dataset-args", "count=2,height=40,width=56", "--no-progress", "--device", "cpu"]
+    args = base + ["--method-args", f"checkpoint={head},image_size=32", "--out", str(tmp_path / "runs")]
+    assert main(args) == 0
+    results = json.loads(next((tmp_path / "runs").glob("*/results.json")).read_text())
+    assert results["config"]["backbone"]["name"] == "dino-vits8"  # implied by the head's shapes
+    assert 0 <= results["metrics"]["iou"] <= 1
+    fixed = base + ["--method-args", f"checkpoint={head},image_size=32,polarity=1", "--out", str(tmp_path / "r2")]
+    assert main(fixed) == 0
+
+
+def test_segmentation_tricks_heads_that_do_not_fit_are_refused_in_one_line(tmp_path, capsys):
+    from harness.backbones.vit import random_official_state
+
+    weights = tmp_path / "dino_vits8_random.pth"
+    torch.save(random_official_state(384, 12, 8, grid=28, seed=0), weights)
+    good = torch.load(_segtricks_head_file(tmp_path / "good.pth"))["segmenter_state_dict"]
+    base = ["run", "--method", "sempart", "--weights", str(weights), "--dataset", "synthetic", "--dataset-args",
+            "count=1,height=40,width=56", "--no-progress", "--device", "cpu", "--out", str(tmp_path / "runs")]
+
+    def run(state, *extra):
+        path = _segtricks_head_file(tmp_path / "bad.pth", state)
+        code = main(base + ["--method-args", f"checkpoint={path},image_size=32", *extra])
+        return code, capsys.readouterr().err.strip().splitlines()[-1]
+
+    code, err = run({**good, "extra.weight": torch.zeros(1)})
+    assert code == 2 and "not a usable segmentation-tricks head: unknown segmentation-tricks head parameter 'extra.weight'" in err
+    code, err = run({**good, "inp_transformer.layers.0.0.fn.to_qkv.weight": torch.zeros(192, 64)})
+    assert code == 2 and "does not fit the Sempart head: wrong shapes encoder.0.attn.qkv.weight (192, 64) (expected (384, 64))" in err
+    missing = {k: v for k, v in good.items() if not k.startswith("conv_coarse.")}
+    code, err = run(missing)
+    assert code == 2 and "missing coarse_out.bias, coarse_out.weight" in err
+    code, err = run(good, "--backbone", "dino-vits16")
+    assert code == 2 and "pass --backbone dino-vits8" in err
+
+
+def test_a_checkpoint_of_the_previous_head_is_refused(trained, tmp_path, capsys):
+    from harness.training.checkpoint import save_checkpoint
+
+    ckpt = load_checkpoint(trained / "checkpoint_last.pt", ("sempart",))
+    ckpt["method_version"] = "1"
+    old = save_checkpoint(tmp_path / "old.pt", {k: v for k, v in ckpt.items() if k not in ("format", "format_version")})
+    args = ["run", "--method", "sempart", "--method-args", f"checkpoint={old}", "--dataset", "synthetic",
+            "--dataset-args", "count=1", "--out", str(tmp_path / "runs"), "--no-progress", "--device", "cpu"]
+    assert main(args) == 2
+    assert "head of version 1; this harness's head is version 2" in capsys.readouterr().err
