@@ -6,9 +6,10 @@ The soft mask ``t`` (the target) is replaced by the ``x`` that minimises
 
 with ``W`` a bilateral affinity over pixel position (``sigma_spatial``), luma (``sigma_luma``)
 and chroma (``sigma_chroma``). The problem is solved on a bilateral grid: every pixel is
-splatted to its vertex (its XYLUV coordinates divided by the sigmas, floored), the grid is
-blurred with a [1 2 1] kernel along each of its dimensions (summed over dimensions), the blur is
-made bistochastic by diagonal scaling, the sparse linear system
+splatted to its vertex (its XYLUV coordinates divided by the sigmas and truncated, i.e. floored
+for the non-negative coordinates of an image in 0..255), the grid is blurred with a [1 2 1]
+kernel along each of its dimensions (summed over dimensions), the blur is made bistochastic by
+diagonal scaling, the sparse linear system
 
     A y = b,   A = lambda (D_m - D_n B D_n) + diag(S c),   b = S (c * t)
 
@@ -17,6 +18,14 @@ to the pixels.
 
 Settings follow TokenCut / MOVE: sigma_spatial 16, sigma_luma 16, sigma_chroma 8, lambda 256, a
 uniform confidence of 0.999, PCG tolerance 1e-5, at most 25 iterations, diagonal floor 1e-5.
+The post-processor's ``preset=segtricks`` is segmentation-tricks' ``get_bf_optimized_masks``
+(the Two Tricks paper's "+ BF" rows): sigmas 24 / 4 / 4, the same lambda, confidence and CG, on
+the colour values its ImageNet-normalised float32 tensor gives back (see :func:`imagenet_roundtrip`).
+
+The colour transform is one BLAS matrix product of the ``(pixels, 3)`` RGB array, the product
+the references compute: pixels whose luma or chroma falls exactly on a cell edge (grey pixels
+with R = G = B = 16 k, for example) land in the cell the product's rounding gives, as in the
+references (per-channel sums put 24 of 0005.jpg's pixels in the other cell).
 
 The widely copied implementation no longer runs on current scipy (``cg(tol=...)`` was removed)
 and hashes vertices into a float in base 255, which collides for images wider than
@@ -38,6 +47,7 @@ if TYPE_CHECKING:  # scipy is imported lazily so that `harness list` stays fast
     from scipy import sparse
 
 __all__ = [
+    "PRESETS",
     "BilateralGrid",
     "BilateralSolver",
     "BilateralSolverBF",
@@ -45,6 +55,8 @@ __all__ = [
     "bilateral_solve",
     "bilateral_system",
     "bistochastize",
+    "image_yuv",
+    "imagenet_roundtrip",
 ]
 
 #: TokenCut's uniform confidence (``np.ones(...) * 0.999``).
@@ -55,6 +67,62 @@ _RGB_TO_YUV = np.array(
     [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]]
 )
 _YUV_OFFSET = np.array([0.0, 128.0, 128.0])
+#: Rows per BLAS product: below OpenBLAS's threading threshold (4 * 65536 multiply-adds), so the
+#: product stays on one thread (its threads stall on a busy machine); the rows are independent
+#: 3-term dot products, so blocking does not change a bit.
+_YUV_BLOCK = 16384
+
+#: ImageNet's normalisation, as torchvision's ``Normalize`` receives it.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: The post-processor's presets: grid cell sizes, lambda and the colour values it sees.
+PRESETS = {
+    # TokenCut (get_saliency.py defaults) and MOVE (infer.py --bilateral)
+    "harness": {"sigma_spatial": 16.0, "sigma_luma": 16.0, "sigma_chroma": 8.0, "lam": 256.0, "colour": "uint8"},
+    # segmentation-tricks' get_bf_optimized_masks (bilateral_solver_output's defaults)
+    "segtricks": {"sigma_spatial": 24.0, "sigma_luma": 4.0, "sigma_chroma": 4.0, "lam": 256.0, "colour": "imagenet"},
+}
+
+
+def image_yuv(image: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` float64 YUV (BT.601, chroma + 128) of an RGB image in 0..255.
+
+    One BLAS product per block of rows, as the references' ``tensordot`` computes it, so that
+    pixels on a cell edge round the same way.
+    """
+    rgb = np.ascontiguousarray(_as_rgb(image)).reshape(-1, 3)
+    out = np.empty_like(rgb)
+    for start in range(0, len(rgb), _YUV_BLOCK):
+        np.matmul(rgb[start : start + _YUV_BLOCK], _RGB_TO_YUV.T, out=out[start : start + _YUV_BLOCK])
+    return (out + _YUV_OFFSET).reshape(image.shape[0], image.shape[1], 3)
+
+
+def imagenet_roundtrip(image: np.ndarray) -> np.ndarray:
+    """The colour values segmentation-tricks hands its bilateral solver, from a uint8 image.
+
+    Its evaluation holds the image as the float32 tensor ``Normalize(ToTensor(image))``; its
+    ``get_bf_optimized_masks`` undoes the normalisation (``std * x + mean``) and multiplies
+    by 255 in float32, so 48 comes back as 47.999996 or 48.000004: on a 4-unit luma grid that
+    moves pixels across cell edges. The same float32 operations, in the same order.
+
+    Returns
+    -------
+    np.ndarray
+        ``(H, W, 3)`` float32, close to ``image`` (within 2e-5).
+    """
+    import torch
+
+    rgb = _as_rgb(image)
+    if not np.array_equal(rgb, np.rint(rgb)) or rgb.min() < 0 or rgb.max() > 255:
+        raise ValueError("imagenet_roundtrip: the image must hold integer values in 0..255")
+    x = torch.from_numpy(rgb.astype(np.uint8)).permute(2, 0, 1).contiguous()
+    x = x.to(torch.float32).div(255)  # ToTensor
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
+    x = x.sub(mean).div(std)  # Normalize
+    x = std * x + mean  # and back
+    return x.permute(1, 2, 0).numpy() * np.float32(255.0)
 
 
 @dataclass
@@ -112,7 +180,8 @@ def bilateral_grid(
     image : np.ndarray
         ``(H, W, 3)`` RGB or ``(H, W)`` greyscale, values in 0..255 (uint8 or float).
     sigma_spatial, sigma_luma, sigma_chroma : float
-        Cell sizes along x/y (pixels), luma and chroma (0..255 units).
+        Cell sizes along x/y (pixels), luma and chroma (0..255 units). A coordinate's cell is
+        its value divided by the size, truncated toward zero.
 
     Returns
     -------
@@ -124,18 +193,17 @@ def bilateral_grid(
                        ("sigma_chroma", sigma_chroma)):
         if not value > 0:
             raise ValueError(f"bilateral grid: {key}={value!r} must be > 0")
-    rgb = _as_rgb(image)
-    height, width = rgb.shape[:2]
-    # per-channel sums, not a BLAS matmul: OpenBLAS threads stall on a busy machine
-    yuv = np.stack([(rgb * row).sum(-1) for row in _RGB_TO_YUV], axis=-1) + _YUV_OFFSET
+    yuv = image_yuv(image)
+    height, width = yuv.shape[:2]
     ys, xs = np.mgrid[:height, :width]
+    # truncated toward zero, as the references do (a float image's -1e-6 is in cell 0)
     coords = np.stack(
         [
-            xs // sigma_spatial,
-            ys // sigma_spatial,
-            np.floor(yuv[..., 0] / sigma_luma),
-            np.floor(yuv[..., 1] / sigma_chroma),
-            np.floor(yuv[..., 2] / sigma_chroma),
+            np.trunc(xs / sigma_spatial),
+            np.trunc(ys / sigma_spatial),
+            np.trunc(yuv[..., 0] / sigma_luma),
+            np.trunc(yuv[..., 1] / sigma_chroma),
+            np.trunc(yuv[..., 2] / sigma_chroma),
         ],
         axis=-1,
     ).reshape(-1, 5).astype(np.int64)
@@ -300,31 +368,56 @@ def bilateral_solve(
 
 
 class BilateralSolver(PostProcessor):
-    """The fast bilateral solver as a post-processor (soft output, clamped to [0, 1])."""
+    """The fast bilateral solver as a post-processor (soft output, clamped to [0, 1]).
+
+    ``preset`` picks the grid, lambda and colour handling (:data:`PRESETS`); options given
+    explicitly override the preset's values. Works at the size of the image it is given (the
+    references do not resize): 320 x 320 under ``--protocol segtricks``, as in the paper.
+    """
 
     name = "bs"
-    description = "fast bilateral solver (Barron & Poole), TokenCut/MOVE settings"
+    description = "fast bilateral solver (Barron & Poole), TokenCut/MOVE settings; preset=segtricks: the Two Tricks '+ BF'"
+    version = "2"
     options = (
-        Option("sigma_spatial", 16.0, "grid cell size in pixels"),
-        Option("sigma_luma", 16.0, "grid cell size in luma (0..255)"),
-        Option("sigma_chroma", 8.0, "grid cell size in chroma (0..255)"),
-        Option("lam", 256.0, "smoothness weight lambda"),
+        Option("preset", "harness", "harness: TokenCut/MOVE (sigmas 16/16/8, lambda 256, the uint8 colours); "
+               "segtricks: segmentation-tricks' get_bf_optimized_masks, the Two Tricks paper's '+ BF' rows "
+               "(sigmas 24/4/4, lambda 256, colour=imagenet); explicit options override it",
+               choices=tuple(PRESETS)),
+        Option("sigma_spatial", None, "grid cell size in pixels (preset: 16, segtricks 24)", type=float),
+        Option("sigma_luma", None, "grid cell size in luma, 0..255 (preset: 16, segtricks 4)", type=float),
+        Option("sigma_chroma", None, "grid cell size in chroma, 0..255 (preset: 8, segtricks 4)", type=float),
+        Option("lam", None, "smoothness weight lambda (preset: 256)", type=float),
+        Option("colour", None, "uint8: the image's values; imagenet: the values of the image's ImageNet-normalised "
+               "float32 tensor un-normalised x 255 (47.999996 for 48), and the mask x 255 in float32, as "
+               "segmentation-tricks computes (preset: uint8, segtricks imagenet)", choices=("uint8", "imagenet")),
         Option("cg_tol", 1e-5, "relative residual tolerance of the preconditioned CG"),
         Option("cg_maxiter", 25, "most CG iterations"),
     )
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
+        preset = PRESETS[self.config["preset"]]
+        for key, value in preset.items():
+            if self.config[key] is None:
+                self.config[key] = value
         for key in ("sigma_spatial", "sigma_luma", "sigma_chroma", "cg_tol", "cg_maxiter"):
             if not self.config[key] > 0:
                 raise HarnessError(f"{self.label()}: {key}={self.config[key]} must be > 0")
         if self.config["lam"] < 0:
             raise HarnessError(f"{self.label()}: lam={self.config['lam']} must be >= 0")
 
-    def __call__(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def solve(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The solver's ``(H, W)`` float64 answer under these settings, not clamped."""
         check_pair(self.name, image, mask)
-        out = bilateral_solve(image, mask, **self.config)
-        return np.clip(out, 0.0, 1.0).astype(np.float32)
+        settings = {k: v for k, v in self.config.items() if k not in ("preset", "colour")}
+        if self.config["colour"] == "imagenet":
+            # segmentation-tricks solves for the mask x 255 (float32) and divides the answer by 255
+            target = (np.asarray(mask, dtype=np.float32) * np.float32(255.0)).astype(np.float64)
+            return bilateral_solve(imagenet_roundtrip(image), target, **settings) / 255.0
+        return bilateral_solve(image, mask, **settings)
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return np.clip(self.solve(image, mask), 0.0, 1.0).astype(np.float32)
 
 
 class BilateralSolverBF(BilateralSolver):

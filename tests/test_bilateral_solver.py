@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, PluginError
 from harness.imageio import read_image, read_mask
 from harness.methods.bilateral_solver import (
     BilateralSolver,
@@ -12,6 +12,7 @@ from harness.methods.bilateral_solver import (
     bilateral_solve,
     bilateral_system,
     bistochastize,
+    imagenet_roundtrip,
 )
 from harness.registry import Registry
 
@@ -157,3 +158,35 @@ def test_harness_run_with_a_post_processor(tmp_path, capsys, post, post_args):
     data = json.loads(results.read_text())
     assert data["config"]["posts"][0]["name"] == post
     assert 0 <= data["metrics"]["iou"] <= 1
+
+
+def test_preset_values_and_overrides():
+    harness, segtricks = BilateralSolver().config, BilateralSolver(preset="segtricks").config
+    assert (harness["sigma_spatial"], harness["sigma_luma"], harness["sigma_chroma"], harness["lam"]) == (16, 16, 8, 256)
+    assert (segtricks["sigma_spatial"], segtricks["sigma_luma"], segtricks["sigma_chroma"]) == (24, 4, 4)
+    assert segtricks["lam"] == 256 and segtricks["colour"] == "imagenet" and harness["colour"] == "uint8"
+    mixed = BilateralSolver(preset="segtricks", sigma_luma="8", colour="uint8").config
+    assert (mixed["sigma_spatial"], mixed["sigma_luma"], mixed["colour"]) == (24, 8, "uint8")
+    assert BilateralSolver(preset="segtricks").identity() != BilateralSolver().identity()
+
+
+def test_imagenet_roundtrip_is_close_to_the_image_but_not_on_it():
+    image = np.random.default_rng(5).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    values = imagenet_roundtrip(image)
+    assert values.dtype == np.float32 and values.shape == image.shape
+    assert np.abs(values - image).max() < 2e-5
+    assert (values != image).mean() > 0.1  # float32 steps: 47.999996 for 48
+    np.testing.assert_array_equal(imagenet_roundtrip(image[..., 0]), imagenet_roundtrip(np.repeat(image[..., :1], 3, 2)))
+    with pytest.raises(ValueError, match="integer values in 0..255"):
+        imagenet_roundtrip(image + 0.5)
+
+
+def test_segtricks_preset_solves_for_the_mask_times_255():
+    """Scaling the target by 255 (float32) and the answer back changes it by float32 rounding only."""
+    image, step = _step_image()
+    noisy = np.clip(step + np.random.default_rng(6).normal(0, 0.4, step.shape), 0, 1).astype(np.float32)
+    scaled = BilateralSolver(preset="segtricks").solve(image, noisy)
+    plain = bilateral_solve(imagenet_roundtrip(image), noisy, sigma_spatial=24, sigma_luma=4, sigma_chroma=4)
+    assert 0 < np.abs(scaled - plain).max() < 1e-6
+    with pytest.raises(PluginError, match="not one of"):
+        BilateralSolver(preset="tokencut")
