@@ -263,17 +263,19 @@ def _guided_filter_inplace(guide, p, radius, eps):
     return torch.addcmul(mean_b, mean_a, guide)
 
 
-def image_guide(image: np.ndarray) -> np.ndarray:
-    """``(H, W)`` float32 grey guide in [0, 1]: the mean of an RGB uint8 image's channels."""
+def image_guide(image: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+    """``(H, W)`` grey guide in [0, 1] (float32 unless ``dtype``): the mean of an RGB uint8
+    image's channels."""
     if image.ndim == 2:
-        return image.astype(np.float32) / 255.0
-    return image.astype(np.float32).mean(axis=-1) / 255.0
+        return image.astype(dtype) / 255.0
+    return image.astype(dtype).mean(axis=-1) / 255.0
 
 
 class GuidedFilter(PostProcessor):
     """The guided filter as a post-processor: grey guide, valid-count window means, clamp."""
 
     name = "gf"
+    version = "2"
     description = "guided filter (He et al.), grey guide, radius 9, eps 1e-3 (Two Tricks trick 1)"
     options = (
         Option("radius", 9, "window radius r (windows are 2r+1 pixels wide)"),
@@ -295,11 +297,13 @@ class GuidedFilter(PostProcessor):
         import torch
 
         check_pair(self.name, image, mask)
-        guide = torch.from_numpy(image_guide(image)).to(self.device)[None, None]
-        soft = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)).to(self.device)[None, None]
+        # float64 (+0.5 ms per 320 x 320 image): float32 prefix sums lose up to 1.3e-5 on the parity
+        # crops, more than the reference's own float32 rounding (4e-6)
+        guide = torch.from_numpy(image_guide(image, np.float64)).to(self.device)[None, None]
+        soft = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float64)).to(self.device)[None, None]
         with torch.no_grad():
             out = guided_filter(guide, soft, self.config["radius"], self.config["eps"])
-        return out[0, 0].clamp_(0.0, 1.0).cpu().numpy()
+        return out[0, 0].clamp_(0.0, 1.0).to(torch.float32).cpu().numpy()
 
 
 def check_pair(owner: str, image: np.ndarray, mask: np.ndarray) -> None:
