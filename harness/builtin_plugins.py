@@ -19,9 +19,9 @@ def harness_datasets():
 @hookimpl
 def harness_backbones():
     from harness.backbones.effnet import EffNetLite0
-    from harness.backbones.vit import DinoVitB8, DinoVitB16, DinoVitS8, DinoVitS16, IbotVitS16
+    from harness.backbones.vit import DinoVitB8, DinoVitB16, DinoVitS8, DinoVitS8Ep300, DinoVitS16, IbotVitS16
 
-    return [DinoVitS8, DinoVitS16, DinoVitB8, DinoVitB16, IbotVitS16, EffNetLite0]
+    return [DinoVitS8, DinoVitS8Ep300, DinoVitS16, DinoVitB8, DinoVitB16, IbotVitS16, EffNetLite0]
 
 
 @hookimpl

@@ -250,16 +250,16 @@ def _request(image_id: str, size: tuple[int, int], value: float) -> FeatureReque
                           lambda: np.full((*size, 3), value, np.float32))
 
 
-def test_feature_cache_batches_by_size_stores_float16_and_is_shared(tmp_path):
+def test_feature_cache_batches_by_size_stores_float32_and_is_shared(tmp_path):
     MeanColour.calls = []
     extractor = FeatureExtractor(MeanColour(), "cpu", tmp_path, batch_size=8)
     requests = [_request("a", (8, 8), 0.1), _request("b", (8, 12), 0.2), _request("c", (8, 8), 0.3)]
     grids = extractor.grids(requests)
     assert sorted(MeanColour.calls) == [(1, 3, 8, 12), (2, 3, 8, 8)]  # one batch per input size
     assert [g.shape for g in grids] == [(3, 2, 2), (3, 2, 3), (3, 2, 2)]
-    assert grids[2][0, 0, 0] == np.float32(np.float16(0.3))  # what is stored is float16
+    assert grids[2][0, 0, 0] == np.float32(0.3)  # stored as float32: exactly the backbone's output
     stored = list((tmp_path / "features").rglob("*.npy"))
-    assert len(stored) == 3 and all(np.load(p).dtype == np.float16 for p in stored)
+    assert len(stored) == 3 and all(np.load(p).dtype == np.float32 for p in stored)
     # another method on the same backbone reads the same entries: no backbone call
     MeanColour.calls = []
     again = FeatureExtractor(MeanColour(), "cpu", tmp_path).grids(requests)
@@ -278,10 +278,28 @@ def test_feature_cache_batches_by_size_stores_float16_and_is_shared(tmp_path):
 
 def test_feature_cache_round_trip(tmp_path):
     cache = FeatureCache(tmp_path)
-    array = np.linspace(-3, 3, 24, dtype=np.float32).reshape(2, 3, 4)
+    array = np.linspace(-3, 3, 24, dtype=np.float32).reshape(2, 3, 4) + np.float32(1e-4)  # not float16-exact
     cache.put("ab" * 20, array)
-    np.testing.assert_array_equal(cache.get("ab" * 20), array.astype(np.float16))
+    np.testing.assert_array_equal(cache.get("ab" * 20), array)
+    assert cache.get("ab" * 20).dtype == np.float32
     assert cache.get("cd" * 20) is None
+
+
+def test_float16_entries_of_the_old_format_are_never_read(tmp_path):
+    """Keys hash the storage format: an entry stored (as float16) under the key the old
+    format gave the same request is not read back; the features are recomputed."""
+    from harness.backbones import features
+    from harness.cache import stable_hash
+
+    MeanColour.calls = []
+    extractor = FeatureExtractor(MeanColour(), "cpu", tmp_path)
+    request = _request("a", (8, 8), 0.1)
+    old_key = stable_hash([extractor.backbone_key, request.preparation, request.image_id, request.image_digest])
+    assert extractor.key(request) != old_key and features.CACHE_FORMAT == "float32"
+    FeatureCache(tmp_path).path(old_key).parent.mkdir(parents=True, exist_ok=True)
+    np.save(FeatureCache(tmp_path).path(old_key), np.full((3, 2, 2), 7, np.float16))
+    grid = extractor.grids([request])[0]
+    assert MeanColour.calls == [(1, 3, 8, 8)] and grid[0, 0, 0] == pytest.approx(0.1, rel=1e-6)
 
 
 def test_tokencut_and_lost_share_cached_features(tmp_path):
@@ -303,3 +321,76 @@ def test_backbone_args_reach_the_backbone(tmp_path):
                    backbone="effnet-lite0", backbone_args={"stride": "8"}, out=tmp_path / "runs", progress=False)
     result = run(spec)
     assert result.results["config"]["backbone"]["config"] == {"stride": 8}
+
+
+# ---- DINO's position-embedding rule and the two ViT-S/8 checkpoints -----------------------------
+
+def _keys_cubic(values: np.ndarray, out_len: int, step: float) -> np.ndarray:
+    """1-D cubic convolution (Keys, a = -0.75; edge samples repeated) of ``values`` at the
+    positions ``(j + 0.5) * step - 0.5``, j = 0..out_len-1: an independent statement of
+    what a bicubic resampling samples where."""
+    a = -0.75
+
+    def kernel(x):
+        x = np.abs(x)
+        return np.where(x <= 1, ((a + 2) * x - (a + 3)) * x * x + 1,
+                        np.where(x < 2, ((a * x - 5 * a) * x + 8 * a) * x - 4 * a, 0.0))
+
+    src = (np.arange(out_len) + 0.5) * step - 0.5
+    base = np.floor(src).astype(int)
+    out = np.zeros(out_len)
+    for k in range(-1, 3):
+        out += kernel(src - (base + k)) * values[np.clip(base + k, 0, len(values) - 1)]
+    return out
+
+
+def test_position_embeddings_follow_dinos_scale_factor_rule():
+    """A field that varies along one axis at a time is resampled, along that axis, exactly as
+    1-D cubic convolution at DINO's positions (j + 0.5) * 14 / (h + 0.1) - 0.5 (the +0.1
+    scale factor), not at the output-size rule's (j + 0.5) * 14 / h - 0.5. At the trained
+    grid nothing changes."""
+    from harness.backbones.vit import dino_position_embeddings
+
+    g = 14
+    profile = np.random.default_rng(0).normal(size=g)
+    rows = np.repeat(profile[:, None], g, 1)  # varies along rows only
+    field = torch.from_numpy(np.stack([rows, rows.T], -1).reshape(1, g * g, 2).astype(np.float32))
+    pos = torch.cat([torch.full((1, 1, 2), -5.0), field], dim=1)
+    assert dino_position_embeddings(pos, (g, g), (g, g)) is pos
+    h, w = 19, 25
+    out = dino_position_embeddings(pos, (h, w), (g, g))
+    assert out.shape == (1, 1 + h * w, 2) and torch.equal(out[:, 0], pos[:, 0])
+    grid = out[0, 1:].reshape(h, w, 2).double().numpy()
+    np.testing.assert_allclose(grid[:, 3, 0], _keys_cubic(profile, h, g / (h + 0.1)), atol=1e-5)
+    np.testing.assert_allclose(grid[5, :, 1], _keys_cubic(profile, w, g / (w + 0.1)), atol=1e-5)
+    assert np.abs(grid[:, 3, 0] - _keys_cubic(profile, h, g / h)).max() > 1e-2  # the two rules differ
+
+
+def test_the_backbone_uses_dinos_rule_at_other_sizes(dino_s16_file):
+    """The forward pass adds exactly dino_position_embeddings(...) to the patch tokens."""
+    from harness.backbones.vit import dino_position_embeddings
+
+    backbone = DinoVitS16(weights=dino_s16_file, features="tokens")
+    backbone.load("cpu")
+    model = backbone.model
+    x = torch.rand(1, 3, 160, 288, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        patches = model.patch_embed(x)  # (1, 10, 18, 384), NHWC
+        expected = torch.cat([model.cls_token, patches.reshape(1, 180, 384)], 1) + dino_position_embeddings(
+            model.pos_embed, (10, 18), (14, 14))
+        torch.testing.assert_close(model._pos_embed(patches), expected, rtol=0, atol=0)
+
+
+def test_two_vit_s8_checkpoints_under_clear_names(empty_caches, capsys):
+    from harness.backbones.vit import DinoVitS8Ep300
+
+    assert DinoVitS8.source.file_name == "dino_deitsmall8_pretrain.pth"
+    assert DinoVitS8Ep300.source.file_name == "dino_deitsmall8_300ep_pretrain.pth"
+    assert DinoVitS8Ep300.source.url == (
+        "https://dl.fbaipublicfiles.com/dino/dino_deitsmall8_300ep_pretrain/dino_deitsmall8_300ep_pretrain.pth")
+    assert DinoVitS8Ep300.source.hf_hub_id is None  # timm's vit_small_patch8_224.dino is the 800-epoch file
+    assert main(["list", "backbones"]) == 0
+    out = capsys.readouterr().out
+    assert "dino-vits8-300ep" in out and "300-epoch" in out and "800-epoch" in out
+    with pytest.raises(HarnessError, match="dino_deitsmall8_300ep_pretrain.pth"):
+        DinoVitS8Ep300().weights_path()

@@ -6,8 +6,18 @@ final output tokens (after the last LayerNorm), chosen with the ``features`` opt
 queries and values are read by a forward hook on the last block's ``attn.qkv`` projection;
 the heads are concatenated in head order, as in the DINO code (C = embedding width).
 
-Any input whose sides are multiples of the patch size works: timm's ``dynamic_img_size``
-resamples the position embeddings (bicubic) to the input's grid.
+Any input whose sides are multiples of the patch size works. At a grid other than the
+checkpoint's (14 x 14 for 224 px) the position embeddings are resampled by DINO's rule, the
+one DINO, iBOT, TokenCut, LOST, Deep Spectral Methods and SelfMask ran with: plain bicubic
+(no antialiasing) with the *scale factor* ``(grid + 0.1) / 14`` per axis, not the output
+size; sampling positions then follow the slightly larger factor, so the field differs from
+timm's size-based, antialiased ``dynamic_img_size`` resampling by about 5% RMS (see
+:func:`dino_position_embeddings`). At the checkpoint's own grid nothing is resampled.
+
+Two DINO ViT-S/8 checkpoints exist: ``dino-vits8`` loads the 800-epoch
+``dino_deitsmall8_pretrain.pth`` of DINO's README (the one segmentation-tricks used);
+``dino-vits8-300ep`` loads ``dino_deitsmall8_300ep_pretrain.pth``, which TokenCut S/8, LOST
+S/8 and SelfMask load in their code.
 """
 from __future__ import annotations
 
@@ -71,10 +81,67 @@ class TimmBackboneMixin:
         return (images - mean) / std
 
 
+def dino_position_embeddings(pos_embed, grid: tuple[int, int], trained_grid: tuple[int, int], prefix: int = 1):
+    """Position embeddings for a ``grid = (h, w)`` patch grid, by DINO's rule.
+
+    Parameters
+    ----------
+    pos_embed : torch.Tensor
+        ``(1, prefix + gh * gw, C)``: the class token's embedding, then the trained grid's.
+    grid : tuple of int
+        The input's patch grid ``(h, w)``.
+    trained_grid : tuple of int
+        ``(gh, gw)`` of the checkpoint (``(14, 14)`` for 224 px).
+    prefix : int
+        Number of prefix tokens (the class token).
+
+    Returns
+    -------
+    torch.Tensor
+        ``pos_embed`` itself at the trained grid; otherwise the patch part resampled with
+        ``F.interpolate(mode="bicubic", scale_factor=((h + 0.1) / gh, (w + 0.1) / gw))``, which
+        gives exactly ``(h, w)`` outputs whose sampling positions follow the given factor
+        (DINO's ``interpolate_pos_encoding``; no antialiasing).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    h, w = grid
+    gh, gw = trained_grid
+    if (h, w) == (gh, gw):
+        return pos_embed
+    dim = pos_embed.shape[-1]
+    field = pos_embed[:, prefix:].reshape(1, gh, gw, dim).permute(0, 3, 1, 2)
+    # the +0.1 keeps floor(side * factor) at h and w despite float round-off (DINO issue #8);
+    # passing the factor (not the size) is what fixes the sampling positions
+    field = F.interpolate(field, scale_factor=((h + 0.1) / gh, (w + 0.1) / gw),
+                          mode="bicubic", align_corners=False)
+    if field.shape[-2:] != (h, w):  # pragma: no cover - the +0.1 rules this out
+        raise HarnessError(f"position embeddings resampled to {tuple(field.shape[-2:])}, expected {(h, w)}")
+    field = field.permute(0, 2, 3, 1).reshape(1, h * w, dim)
+    return torch.cat([pos_embed[:, :prefix], field], dim=1)
+
+
+def _dino_pos_embed(model, x):
+    """A replacement for timm's ``VisionTransformer._pos_embed`` (NHWC patch tokens in,
+    prefix + patch tokens out) that resamples the position embeddings by DINO's rule."""
+    import torch
+
+    batch, h, w, dim = x.shape
+    pos = dino_position_embeddings(model.pos_embed, (h, w), tuple(model.patch_embed.grid_size),
+                                   model.num_prefix_tokens)
+    tokens = torch.cat([model.cls_token.expand(batch, -1, -1), x.reshape(batch, h * w, dim)], dim=1)
+    return model.pos_drop(tokens + pos)
+
+
 class ViTBackbone(TimmBackboneMixin, Backbone):
-    """A timm Vision Transformer with a hook on the last block's qkv projection."""
+    """A timm Vision Transformer with a hook on the last block's qkv projection.
+
+    ``version`` 2: position embeddings resampled by DINO's rule (was timm's).
+    """
 
     family = "vit"
+    version = "2"
     arch: ClassVar[str] = ""
     embed_dim: ClassVar[int] = 384
     options = (
@@ -92,10 +159,17 @@ class ViTBackbone(TimmBackboneMixin, Backbone):
         return self.embed_dim
 
     def build(self):
-        """The timm network with random weights (no download: ``pretrained=False``)."""
+        """The timm network with random weights (no download: ``pretrained=False``), taking any
+        input size, with DINO's position-embedding rule (:func:`dino_position_embeddings`)."""
+        import types
+
         import timm
 
-        return timm.create_model(self.arch, pretrained=False, num_classes=0, dynamic_img_size=True)
+        model = timm.create_model(self.arch, pretrained=False, num_classes=0, dynamic_img_size=True)
+        if model.cls_token is None or model.reg_token is not None or model.no_embed_class:
+            raise HarnessError(f"backbone {self.name!r}: timm's {self.arch} is not a DINO-layout ViT")
+        model._pos_embed = types.MethodType(_dino_pos_embed, model)
+        return model
 
     def load(self, device: str = "cpu") -> None:
         """Build the network, load the weights strictly, freeze it and move it to ``device``.
@@ -165,9 +239,17 @@ def _dino_source(arch: str, file_stem: str) -> WeightsSource:
 
 class DinoVitS8(ViTBackbone):
     name = "dino-vits8"
-    description = "DINO ViT-S/8 (timm), last-block attention keys, stride 8"
+    description = "DINO ViT-S/8, 800-epoch checkpoint (DINO's release), last-block attention keys, stride 8"
     arch, stride, embed_dim = "vit_small_patch8_224", 8, 384
     source = _dino_source(arch, "dino_deitsmall8_pretrain")
+
+
+class DinoVitS8Ep300(ViTBackbone):
+    name = "dino-vits8-300ep"
+    description = ("DINO ViT-S/8, 300-epoch checkpoint (TokenCut/LOST/SelfMask's S/8), last-block attention "
+                   "keys, stride 8")
+    arch, stride, embed_dim = "vit_small_patch8_224", 8, 384
+    source = WeightsSource("dino_deitsmall8_300ep_pretrain.pth", _DINO_URL.format("dino_deitsmall8_300ep_pretrain"))
 
 
 class DinoVitS16(ViTBackbone):
@@ -209,7 +291,7 @@ class IbotVitS16(ViTBackbone):
     source = WeightsSource("ibot_vits16_checkpoint_teacher.pth")
 
 
-DINO_BACKBONES = (DinoVitS8, DinoVitS16, DinoVitB8, DinoVitB16)
+DINO_BACKBONES = (DinoVitS8, DinoVitS8Ep300, DinoVitS16, DinoVitB8, DinoVitB16)
 
 
 def random_official_state(arch_dim: int, depth: int, patch: int, grid: int = 14, seed: int = 0) -> dict:
