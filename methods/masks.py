@@ -1,9 +1,12 @@
 """Mask adapters: score predictions made elsewhere by reading them from a folder.
 
 ``masks`` reads any folder of predicted masks (PNG or NPY, one per image, matched by the
-image's stem through a file-name pattern) and resizes each (bilinear) to its image; ``move``
-is the preset for MOVE's output (8-bit PNGs holding probability x 255, named by image stem,
-at MOVE's working resolution: shorter side 448). Every image's prediction is looked up
+image's stem through a file-name pattern) and resizes each to its image with OpenCV's bilinear
+interpolation (half-pixel centres, no antialiasing, float values). ``move`` is the preset for
+MOVE's output (8-bit PNGs holding probability x 255, named by image stem, at MOVE's working
+resolution: shorter side 448), read the way MOVE's ``segmentation_eval.py`` reads them: converted
+to 8-bit greyscale and resized to the image with PIL's bilinear filter (antialiased when
+shrinking, rounded to 8 bits), then divided by 255. Every image's prediction is looked up
 before the first one is read, and a missing one is an error that says how many and which.
 """
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 
 from harness.api import Method, Option, Prediction, Sample
 from harness.errors import DataError, PluginError, name_some
-from harness.imageio import PREDICTION_SUFFIXES, image_size, read_soft_mask
+from harness.imageio import PREDICTION_SUFFIXES, _open, image_size, read_soft_mask
 
 log = logging.getLogger(__name__)
 
@@ -125,25 +128,29 @@ class MaskFolder(Method):
         return self._paths[sample_id]
 
     # ---- reading -----------------------------------------------------------------------
-    def predict(self, sample: Sample) -> Prediction:
-        path = self._path(sample.id)
-        mask = read_soft_mask(path)
+    def _check_aspect(self, path: Path, mask_hw: tuple[int, int], sample: Sample) -> None:
         image_hw = sample.image.shape[:2]
-        if not self.allow_aspect_change and not same_aspect(mask.shape, image_hw):
+        if not self.allow_aspect_change and not same_aspect(mask_hw, image_hw):
             raise DataError(
-                f"{self.label()}: {path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but image "
+                f"{self.label()}: {path} is {mask_hw[1]}x{mask_hw[0]} (WxH) but image "
                 f"{sample.id!r} is {image_hw[1]}x{image_hw[0]}: not the same aspect ratio, so it is "
                 f"probably not this image's mask (or it was cropped). If the method stretched the "
                 f"image, pass allow_aspect_change=true"
             )
-        return Prediction(resize_bilinear(mask, image_hw))
+
+    def predict(self, sample: Sample) -> Prediction:
+        path = self._path(sample.id)
+        mask = read_soft_mask(path)
+        self._check_aspect(path, mask.shape, sample)
+        return Prediction(resize_bilinear(mask, sample.image.shape[:2]))
 
 
 class MOVEMasks(MaskFolder):
     """MOVE (Bielski and Favaro, NeurIPS 2022) as its evaluation script saves masks."""
 
     name = "move"
-    description = "MOVE's saved masks: 8-bit PNGs (probability x 255) by image stem, shorter side 448"
+    description = "MOVE's saved masks: 8-bit PNGs (probability x 255) by image stem, shorter side 448, resized as MOVE does"
+    version = "2"
     suffixes: ClassVar[tuple[str, ...]] = (".png",)
     #: MOVE's working resolution (shorter side), at which it saves its masks.
     short_side: ClassVar[int] = 448
@@ -162,3 +169,20 @@ class MOVEMasks(MaskFolder):
         if min(height, width) != self.short_side:
             log.warning("%s is %dx%d, not at MOVE's working resolution (shorter side %d); scoring it anyway",
                         first, width, height, self.short_side)
+
+    def predict(self, sample: Sample) -> Prediction:
+        """As MOVE's ``segmentation_eval.py``: ``convert("L")``, PIL bilinear resize to the image's
+        size (the ground truth's), ``/ 255``."""
+        from PIL import Image
+
+        path = self._path(sample.id)
+        img = _open(path, "predicted mask")
+        if img.mode.startswith("I") or img.mode == "F":
+            raise DataError(f"{self.label()}: {path} is a {img.mode} image, not one of MOVE's 8-bit PNGs; "
+                            f"score it with the generic adapter (--method masks)")
+        grey = img.convert("L")
+        self._check_aspect(path, (grey.height, grey.width), sample)
+        height, width = sample.image.shape[:2]
+        if grey.size != (width, height):
+            grey = grey.resize((width, height), Image.BILINEAR)
+        return Prediction(np.asarray(grey, dtype=np.float32) / np.float32(255.0))

@@ -121,6 +121,33 @@ def test_move_preset_reads_its_pngs_at_448(tmp_path, caplog):
         MOVEMasks(dir=tmp_path, pattern="{id}.npy")
 
 
+
+def test_move_resizes_like_its_evaluation_and_masks_like_opencv(tmp_path):
+    """``move``: PIL bilinear on the 8-bit PNG (antialiased when shrinking, rounded to 1/255);
+    ``masks``: OpenCV bilinear on the float values (no antialiasing)."""
+    import cv2
+
+    stripes = np.tile(np.array([0, 255, 0, 0, 255, 255, 0, 255], np.uint8), (8, 56))  # 8 x 448, fine stripes
+    ramp = np.repeat((np.arange(448) * 255 // 447).astype(np.uint8)[None, :], 8, 0)
+    pattern = np.vstack([stripes, ramp])  # 16 x 448
+    _png(tmp_path / "move" / "0001.png", pattern)
+    _png(tmp_path / "masks" / "0001.png", pattern)
+    sample = _sample("0001", 5, 140)  # the same aspect, shrunk 3.2 times
+    move, generic = MOVEMasks(dir=tmp_path / "move"), MaskFolder(dir=tmp_path / "masks")
+    got = move.predict(sample).mask
+    expected = np.asarray(Image.fromarray(pattern).resize((140, 5), Image.BILINEAR), np.float32) / 255
+    np.testing.assert_array_equal(got, expected)
+    assert np.array_equal(np.rint(got * 255), got * 255)  # on the 1/255 grid
+    opencv = cv2.resize(pattern.astype(np.float32) / 255, (140, 5), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(generic.predict(sample).mask, np.clip(opencv, 0, 1), atol=1e-7)
+    assert np.abs(got - opencv).max() > 0.2  # antialiasing: the stripes average out in PIL only
+
+
+def test_move_refuses_16_bit_pngs(tmp_path):
+    _png(tmp_path / "0001.png", np.full((448, 597), 1000, np.uint16))
+    with pytest.raises(DataError, match="not one of MOVE's 8-bit PNGs"):
+        MOVEMasks(dir=tmp_path).predict(_sample("0001", 300, 400))
+
 def test_masks_method_is_not_cached_and_changed_files_change_its_token(tmp_path):
     path = _png(tmp_path / "a.png", np.zeros((6, 8), np.uint8))
     method = MaskFolder(dir=tmp_path)

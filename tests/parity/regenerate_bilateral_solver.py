@@ -19,7 +19,7 @@ Run once per reference checkout (the script recognises which one it is given)::
   gives (``load_my_dataset_not_augment``) and the soft prediction above (on the crop's ground
   truth), as a batch of one.
 
-What is stored per case (``<id>_<target>.npz``): the solver's float64 output at 1024 fixed pixels
+What is stored per case (``<id>_<target>.npz``): the solver's float64 output at 512 fixed pixels
 (half of them within 12 pixels of a border), its sum and its dot product with a fixed pattern
 over all pixels, the output > 0.5 at every pixel (``np.packbits``), and for TokenCut its binary
 output. ``cases.json`` holds, per case, sha256 of the image the solver got and of the YUV image
@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from parity_common import GOLDENS, fixed_prediction, shared_data_root, write_source  # noqa: E402
 
 CASES = {"TokenCut": ("0005", "0355", "0557", "1000"), "segmentation-tricks": ("0005", "0557", "1000")}
-SAMPLES = 1024
+SAMPLES = 512
 BORDER = 12
 
 

@@ -16,7 +16,7 @@ Two runs of the reference module per case:
   so that its un-normalisation constants are float64, and fed the image normalised in float64),
   to separate the algorithm from float32 rounding.
 
-Stored per case (``<id>.npz``): each run's output at 1024 fixed pixels (half within 12 pixels of
+Stored per case (``<id>.npz``): each run's output at 512 fixed pixels (half within 12 pixels of
 a border, where the window counts matter), its sum, and for ``f32`` the output > 0.5 at every
 pixel (``np.packbits``); ``cases.json``: sha256 of the crop, the outputs' ranges.
 """
