@@ -278,6 +278,13 @@ class Method(Plugin):
         """Backbone options used when ``--backbone-args`` is not given (a checkpoint may decide)."""
         return {}
 
+    def configure_for_run(self, evaluators: "Sequence[Evaluator]") -> None:
+        """Resolve options that depend on how the run is scored (e.g. TokenCut's ``mode=auto``).
+
+        The runner calls it once, before the method's identity keys the caches and is written
+        to ``results.json``; resolved values belong in ``self.config``. Default: nothing.
+        """
+
     def setup(self, context: RunContext) -> None:
         """Load models; called once before the first prediction."""
 

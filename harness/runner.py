@@ -160,6 +160,7 @@ class Runner:
                            for name in eval_names]
         self.protocol.check(self.evaluators)
         self.method = reg.create("method", spec.method, spec.method_args)
+        self.method.configure_for_run(self.evaluators)
         self.backbone = self._make_backbone()
         post_args = spec.post_args or [{} for _ in spec.posts]
         self.posts = [reg.create("post", name, args) for name, args in zip(spec.posts, post_args)]

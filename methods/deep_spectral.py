@@ -18,6 +18,8 @@ The method, with the defaults of the paper and its released extraction code:
 - sign: the positive side must be the smaller one (the code flips the vector when more than
   half of it is positive); the mask is ``x > 0``, upsampled by nearest neighbour;
 - box (CorLoc): the bounding box of the mask's largest 8-connected component.
+
+``version`` 2: float32 features (the feature cache stored float16 before).
 """
 from __future__ import annotations
 
@@ -114,6 +116,7 @@ class DeepSpectral(PatchFeatureMethod):
     description = "Deep Spectral Methods: Fiedler vector of the feature-affinity Laplacian (Melas-Kyriazi et al. 2022)"
     default_backbone = "dino-vitb8"
     preparation = "crop"
+    version = "2"
     options = (
         Option("knn_lambda", 0.0, "weight of the KNN colour affinity added to the feature affinity"),
         Option("solver", "sparse", "eigen solver: sparse (ARPACK, default) or dense (reference)",

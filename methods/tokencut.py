@@ -15,10 +15,16 @@ The definition (DESIGN.md, "Methods"), with the paper's defaults:
 - the mask is that component, upsampled to the image by nearest neighbour; the box given to
   CorLoc is that component's box.
 
-Input (``mode``): ``saliency`` (default) resizes the image to the stride multiple nearest to
-its size, as TokenCut's saliency code did; ``detection`` keeps full resolution and zero-pads
-(in the normalised space) to the next multiple, as its object-discovery (CorLoc) code did.
-For CorLoc runs use ``--method-args mode=detection``.
+Input (``mode``): ``saliency`` resizes the image (Lanczos) to the stride multiple nearest to
+its size, as TokenCut's saliency code (``unsupervised_saliency_detection``) did;
+``detection`` keeps full resolution and zero-pads (in the normalised space) to the next
+multiple, as its object-discovery (CorLoc) code (``main_tokencut.py``) did. The default,
+``auto``, is resolved when a run is set up (:meth:`TokenCut.configure_for_run`): ``detection``
+when every evaluator of the run scores boxes (CorLoc), else ``saliency``; the resolved mode is
+what the caches and ``results.json`` record. A method built outside a run resolves ``auto``
+to ``saliency``.
+
+``version`` 2: float32 features (the feature cache stored float16 before) and ``mode=auto``.
 """
 from __future__ import annotations
 
@@ -76,21 +82,35 @@ def ncut_bipartition(features: np.ndarray, grid: tuple[int, int], tau: float = 0
     return bipartition.reshape(grid), x.reshape(grid), seed
 
 
+def resolve_mode(mode: str, evaluators) -> str:
+    """``auto`` -> ``detection`` when every evaluator scores boxes (CorLoc), else ``saliency``;
+    an explicit mode is kept."""
+    if mode != "auto":
+        return mode
+    boxes_only = bool(evaluators) and all(getattr(ev, "requires", None) == "boxes" for ev in evaluators)
+    return "detection" if boxes_only else "saliency"
+
+
 class TokenCut(PatchFeatureMethod):
     name = "tokencut"
     description = "TokenCut: normalized cut on last-block ViT keys, seed's component (Wang et al. 2022)"
     default_backbone = "dino-vits16"
+    version = "2"
     options = (
         Option("tau", 0.2, "affinity threshold on cosine similarity"),
         Option("eps", 1e-5, "edge weight below the threshold"),
-        Option("mode", "saliency", "input handling: saliency (resize to the nearest stride multiple) or "
-               "detection (full resolution, zero padding; use for CorLoc)", choices=tuple(MODES)),
+        Option("mode", "auto", "input handling: saliency (resize to the nearest stride multiple, TokenCut's "
+               "saliency code), detection (full resolution, zero padding, its CorLoc code), or auto: detection "
+               "when the run is scored with CorLoc only, else saliency", choices=("auto", *MODES)),
         Option("solver", "sparse", "eigen solver: sparse (ARPACK, default) or dense (reference)",
                choices=("sparse", "dense")),
     )
 
+    def configure_for_run(self, evaluators) -> None:
+        self.config["mode"] = resolve_mode(self.config["mode"], evaluators)
+
     def input_mode(self) -> str:
-        return MODES[self.config["mode"]]
+        return MODES[resolve_mode(self.config["mode"], ())]
 
     def segment(self, features: np.ndarray, geometry: Geometry, sample: Sample):
         c = self.config

@@ -165,6 +165,34 @@ def test_lost_on_hand_built_features():
     assert similars1.tolist() == [0] and np.array_equal(M1 > 0, M > 0)
 
 
+def test_lost_orders_tied_degrees_as_torch_argsort_on_the_cpu():
+    """17 orthonormal patch features: every degree is 0 (all tied). LOST's code takes the first
+    index of torch.argsort(-degree, descending=True), which on the CPU is patch 8, not patch 0;
+    the expansion then keeps the seed alone. ties=stable gives patch 0."""
+    import torch
+
+    from harness.methods.lost import degree_order
+
+    feats = np.eye(17)
+    M, seed, similars = lost_seed_expansion(feats)
+    expected = int(torch.argsort(torch.zeros(17), descending=True)[0])
+    assert seed == expected == 8 and similars.tolist() == [8]
+    np.testing.assert_array_equal(np.flatnonzero(M > 0), [8])
+    _, stable_seed, _ = lost_seed_expansion(feats, ties="stable")
+    assert stable_seed == 0
+    rng = np.random.default_rng(0)
+    for n in (50, 333, 1200):
+        degree = rng.integers(0, 20, n)
+        order = degree_order(degree)
+        np.testing.assert_array_equal(order, torch.argsort(torch.from_numpy(-degree.astype(np.float32)),
+                                                            descending=True).numpy())
+        assert np.all(np.diff(degree[order]) >= 0)
+        stable = degree_order(degree, "stable")
+        assert np.all(np.diff(degree[stable]) >= 0) and not np.array_equal(order, stable)
+    with pytest.raises(ValueError, match="ties"):
+        degree_order(np.zeros(3), "random")
+
+
 # ---- Deep Spectral Methods ---------------------------------------------------------------------
 
 def test_deep_spectral_takes_the_smaller_side_of_the_fiedler_vector():
@@ -226,3 +254,38 @@ def test_tokencut_box_is_the_seed_component_box(tmp_path):
         assert set(np.unique(prediction.mask)) <= {0.0, 1.0}
         ys, xs = np.nonzero(prediction.mask)
         assert prediction.box == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+
+
+# ---- TokenCut's mode follows the run's evaluators (mode=auto) -------------------------------------
+
+@pytest.mark.parametrize("evaluators,expected", [(["corloc"], "detection"), (["saliency"], "saliency"),
+                                                 (["saliency", "corloc"], "saliency"), (None, "saliency")])
+def test_tokencut_auto_mode_is_resolved_from_the_evaluators(tmp_path, evaluators, expected):
+    from harness.runner import Runner
+
+    spec = RunSpec(method="tokencut", dataset="synthetic", evaluators=evaluators, backbone="effnet-lite0",
+                   out=tmp_path / "runs", progress=False)
+    runner = Runner(spec)
+    assert runner.config()["method"]["config"]["mode"] == expected
+    assert runner.method.input_mode() == {"detection": "pad", "saliency": "resize"}[expected]
+    explicit = Runner(RunSpec(**{**spec.__dict__, "method_args": {"mode": "saliency"}}))
+    assert explicit.config()["method"]["config"]["mode"] == "saliency"  # what the user says is kept
+
+
+def test_tokencut_scored_with_corloc_runs_in_detection_mode(tmp_path):
+    """mode=auto under CorLoc records mode=detection in results.json and has the identity of an
+    explicit mode=detection run (served from its cache); under saliency it is another identity."""
+    common = dict(dataset="synthetic", dataset_args={"count": 2, "height": 72, "width": 100},
+                  backbone="effnet-lite0", out=tmp_path / "runs", progress=False, cache_dir=tmp_path / "cache")
+    auto = run(RunSpec(method="tokencut", evaluators=["corloc"], **common))
+    assert auto.results["config"]["method"]["config"]["mode"] == "detection"
+    assert auto.results["spec"]["method_args"] == {}
+    features = set((tmp_path / "cache" / "features").rglob("*.npy"))
+    explicit = run(RunSpec(method="tokencut", method_args={"mode": "detection"}, evaluators=["corloc"], **common))
+    assert explicit.results["counts"]["n_cached"] == 2 and explicit.metrics == auto.metrics
+    lost = run(RunSpec(method="lost", evaluators=["corloc"], **common))  # the same padded input
+    assert lost.results["counts"]["n_computed"] == 2
+    assert set((tmp_path / "cache" / "features").rglob("*.npy")) == features
+    saliency = run(RunSpec(method="tokencut", evaluators=["saliency"], **common))
+    assert saliency.results["config"]["method"]["config"]["mode"] == "saliency"
+    assert saliency.results["counts"]["n_computed"] == 2
