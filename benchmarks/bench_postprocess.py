@@ -4,7 +4,8 @@ Prints, from one process on the same images:
 - GF time per 400x300 image, ours (torch) against ``cv2.ximgproc.guidedFilter`` (ratio),
 - GF throughput for a batch of 8 images (per image) against 8 OpenCV calls,
 - the same on CUDA when a GPU is there,
-- the bilateral solver's time per image (grid + solve, and the plugin call).
+- the bilateral solver's time per image (grid + solve, the plugin call, and the plugin under
+  ``preset=segtricks``: sigmas 24/4/4 make a finer colour grid).
 
 Timings interleave the contenders and report medians over ``--repeats`` rounds, because the
 machine may be shared. Uses ECSSD images when ``--data-root`` (or ../shared/data/ECSSD) exists,
@@ -143,10 +144,10 @@ def main() -> None:
     else:
         print("\n(no CUDA device: GPU batching not measured)")
 
-    plugin = BilateralSolver()
+    plugin, segtricks = BilateralSolver(), BilateralSolver(preset="segtricks")
     bs_pairs = (pairs * ((args.bs_images + len(pairs) - 1) // len(pairs)))[: args.bs_images]
     bs_rounds = max(args.repeats // 10, 3)
-    solve_times, plugin_times = [], []
+    solve_times, plugin_times, segtricks_times = [], [], []
     for _ in range(bs_rounds):
         for image, mask in bs_pairs:
             start = time.perf_counter()
@@ -155,10 +156,14 @@ def main() -> None:
             start = time.perf_counter()
             plugin(image, mask)
             plugin_times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            segtricks(image, mask)
+            segtricks_times.append(time.perf_counter() - start)
     print(f"\nbilateral solver (CPU, scipy), one 400x300 image, median of {len(solve_times)}:")
     print(f"  bilateral_solve      {statistics.median(solve_times) * ms:7.1f} ms")
     print(f"  'bs' plugin call     {statistics.median(plugin_times) * ms:7.1f} ms   "
           f"({statistics.median(plugin_times) / single['opencv']:.0f}x the OpenCV guided filter)")
+    print(f"  'bs' preset=segtricks {statistics.median(segtricks_times) * ms:6.1f} ms")
 
 
 if __name__ == "__main__":
