@@ -7,17 +7,40 @@ pseudo-masks from any earlier run, a folder of masks, or SelfMask's JSON of COCO
 (:mod:`harness.training.pseudo_masks`), with the Dice loss of every query's mask plus the
 objectness ranking loss (:mod:`harness.methods.selfmask_losses`), both summed over the queries
 and the decoder layers and averaged over the images of a batch, as in SelfMask's release.
-Recipe: 12 epochs, AdamW (weight decay 0.01) at lr 6e-6 with a poly schedule (power 0.9) over
-every step, batch 8, 224 px. Augmentation, as SelfMask's: the image and its pseudo-mask
-resized to 224 x 224, a random rescale in [0.1, 1] pasted at a random place on the image's
-mean colour (mask: background), horizontal flip (p 0.5), colour jitter (0.8, 0.8, 0.8, 0.2;
-p 0.8), grayscale (p 0.2), Gaussian blur (kernel 10 % of the side, sigma in [0.1, 2]; p 0.5).
+Recipe: 12 epochs, AdamW (weight decay 0.01) at lr 6e-6, batch 8, 224 px. The learning rate
+follows SelfMask's released ``Poly`` schedule as its trainer runs it (``lr_schedule=released``):
+the poly factor ``(1 - T / total) ** 0.9`` of an iteration counter T that wraps every epoch's
+worth of counts and advances twice per step (the trainer's progress bar calls ``get_lr()``
+too), so it restarts every half epoch and the rate stays between 0.925x and 1x of 6e-6 (mean
+0.962x); ``lr_schedule=epoch`` is that scheduler alone (one restart per epoch, same range),
+``lr_schedule=poly`` the true poly decay over the whole run (mean 0.526x). Augmentation, as
+SelfMask's: the image and its pseudo-mask resized to 224 x 224, a random rescale in [0.1, 1]
+pasted at a random place on the image's mean colour (mask: background), horizontal flip (p 0.5),
+colour jitter (0.8, 0.8, 0.8, 0.2; p 0.8), grayscale (p 0.2), Gaussian blur (kernel 10 % of the
+side, sigma in [0.1, 2]; p 0.5).
 
-Evaluation (``harness run --method selfmask --method-args checkpoint=FILE``) resizes an image to
-the training size, takes the mask of the query with the highest objectness after the last
-decoder layer, and resizes it back (bilinear). The checkpoint records the pseudo-mask source;
-the run's ``method_token`` carries it and the row name "SelfMask w/ <source>" that
-``harness report`` prints.
+Evaluation (``harness run --method selfmask --method-args checkpoint=FILE``) runs at the image's
+native resolution, as SelfMask's ``evaluator.py``: the normalised image zero-padded on the
+right and bottom to a multiple of the stride, the mask of the query with the highest objectness
+after the last decoder layer (at twice the token grid: 1/4 resolution for ViT-S/8) upsampled
+bilinearly (``align_corners=False``) by stride / 2 (x4) to the padded size, then cropped to
+the image. The checkpoint records the pseudo-mask source; the run's ``method_token`` carries it
+and the row name "SelfMask w/ <source>" that ``harness report`` prints. A state dict saved by
+SelfMask's own code (e.g. the released ``selfmask_nq20_model.pt``) is accepted as
+``checkpoint=`` too, converted on load (:func:`~harness.methods.selfmask_model.convert_selfmask_state`).
+
+Presets (``preset=``): ``harness`` (default) and ``selfmask``, the released code's conventions:
+
+- the ranking loss with the released sign (worse masks asked to score higher;
+  :func:`~harness.methods.selfmask_losses.ranking_loss`); the default asks better masks to
+  score higher, which is what inference relies on (it keeps the top-scoring query);
+- the rescaled training view always at the top-left corner: the released ``random_crop`` pads
+  the rescaled image on the right and bottom to 224 and then draws the crop offset in
+  ``[0, 0]``; the default places it at a random position, as the augmentation intends;
+- the pad colour truncated to uint8 (``np.array(image).mean(...).astype(np.uint8)``);
+- the pseudo-mask resized once, nearest, from the size the source stores it (a SelfMask JSON's
+  224 x 224) to the rescaled view; the default resizes it with the image's antialiased
+  resampling and thresholds at 0.5, so mask and image stay on the same pixel grid.
 """
 from __future__ import annotations
 
@@ -31,10 +54,33 @@ from harness.training.trainable import TrainableMethod
 
 #: SelfMask's Gaussian-blur probability and sigma range (the SimCLR/MoCo-v2 convention)
 BLUR_P, BLUR_SIGMA = 0.5, (0.1, 2.0)
+PRESETS = ("harness", "selfmask")
+LR_SCHEDULES = ("released", "epoch", "poly")
+
+
+def lr_factor(step: int, steps_per_epoch: int, total_steps: int, schedule: str = "released",
+              power: float = 0.9) -> float:
+    """The learning-rate factor of optimiser step ``step`` (0-based) under ``schedule``.
+
+    ``poly``: ``(1 - step / total) ** power``. ``released`` and ``epoch``: ``(1 - T / total) **
+    power`` with SelfMask's ``Poly`` counter T, which starts at 0 and runs 1, 2, ..., n, 1, 2, ...
+    (n = ``steps_per_epoch``); ``epoch`` takes one count per step (the scheduler alone: a
+    restart every epoch), ``released`` two (SelfMask's trainer also calls ``get_lr()`` for its
+    progress bar after every step: a restart every half epoch).
+    """
+    if schedule == "poly":
+        return max(0.0, 1 - step / total_steps) ** power
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr_schedule {schedule!r}")
+    if step == 0:
+        return 1.0
+    per_step = 2 if schedule == "released" else 1
+    counter = (per_step * (step - 1)) % steps_per_epoch + 1
+    return max(0.0, 1 - counter / total_steps) ** power
 
 
 def selfmask_augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, size: int = 224,
-                     scale: tuple[float, float] = (0.1, 1.0), photometric: bool = True):
+                     scale: tuple[float, float] = (0.1, 1.0), photometric: bool = True, released: bool = False):
     """SelfMask's training view of an image and its pseudo-mask.
 
     Parameters
@@ -42,7 +88,7 @@ def selfmask_augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generat
     image : np.ndarray
         ``(H, W, 3)`` uint8 RGB.
     mask : np.ndarray
-        ``(H, W)`` bool pseudo-mask.
+        ``(h, w)`` bool pseudo-mask (at the image's size, or, with ``released``, at any size).
     rng : np.random.Generator
         The item's generator (all randomness comes from it).
     size : int
@@ -51,6 +97,10 @@ def selfmask_augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generat
         Range of the random rescale of the ``size`` x ``size`` image.
     photometric : bool
         Whether to apply colour jitter, grayscale and blur.
+    released : bool
+        SelfMask's released geometry (``preset=selfmask``): the mask resized once, nearest,
+        straight to the rescaled side; a smaller view at the top-left corner on the
+        uint8-truncated mean colour (instead of a random place on the exact mean).
 
     Returns
     -------
@@ -63,17 +113,27 @@ def selfmask_augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generat
     from harness.training.augment import to_tensor
 
     def resize_mask(m, side):  # the image's resampling, then 0.5: both stay on the same pixel grid
+        if released:
+            return TF.resize(m, [side, side], interpolation=TF.InterpolationMode.NEAREST)
         return (TF.resize(m, [side, side], antialias=True) > 0.5).float()
 
     x = TF.resize(to_tensor(image), [size, size], antialias=True).clamp_(0, 1)
-    m = resize_mask(torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None], size)
+    m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None]
+    if not released:
+        m = resize_mask(m, size)
     side = max(1, int(size * rng.uniform(*scale)))
     if side != size:
         x = TF.resize(x, [side, side], antialias=True).clamp_(0, 1)
+    if side != size or released:
         m = resize_mask(m, side)
-    if side < size:  # paste on the mean colour at a random place (SelfMask's pad-then-crop)
-        top, left = int(rng.integers(0, size - side + 1)), int(rng.integers(0, size - side + 1))
-        canvas = x.mean(dim=(1, 2), keepdim=True).expand(3, size, size).clone()
+    if side < size:  # paste on the mean colour (SelfMask's pad-then-crop)
+        if released:  # padded on the right and bottom, then a crop whose offset can only be 0
+            top = left = 0
+            fill = torch.floor(x.mean(dim=(1, 2), keepdim=True) * 255 + 1e-4) / 255
+        else:
+            top, left = int(rng.integers(0, size - side + 1)), int(rng.integers(0, size - side + 1))
+            fill = x.mean(dim=(1, 2), keepdim=True)
+        canvas = fill.expand(3, size, size).clone()
         canvas[:, top:top + side, left:left + side] = x
         mask_canvas = torch.zeros(1, size, size)
         mask_canvas[:, top:top + side, left:left + side] = m
@@ -127,11 +187,21 @@ class SelfMask(TrainableMethod):
     default_epochs = 12
     default_batch_size = 8
     default_lr = 6e-6
+    version = "2"  # native-resolution inference, SelfMask's position-embedding rule; preset, lr_schedule
     options = (
-        Option("checkpoint", None, "trained checkpoint (checkpoint_last.pt of `harness train`)"),
+        Option("checkpoint", None, "trained checkpoint (checkpoint_last.pt of `harness train`, or a state dict "
+                                   "saved by SelfMask's code such as selfmask_nq20_model.pt, converted on load)"),
         Option("pseudo_masks", None, "training pseudo-masks: a run directory, a folder of masks or a COCO-RLE "
                                      "JSON (`harness train --pseudo-masks` sets it)"),
-        Option("image_size", 224, "square input size in pixels (a multiple of the backbone stride)"),
+        Option("preset", "harness", "conventions: harness (ranking loss that asks better masks to score higher, "
+                                    "training view at a random place); selfmask: the released code's (ranking "
+                                    "loss of the opposite sign, view at the top-left corner on the uint8 mean "
+                                    "colour, pseudo-mask resized once, nearest, from its stored size)",
+               choices=PRESETS),
+        Option("image_size", 224, "square training size in pixels (a multiple of the backbone stride); "
+                                  "inference runs at the image's native resolution"),
+        Option("inference_size", 0, "0: infer at the image's native resolution (SelfMask's evaluator); N: resize "
+                                    "the shorter side to N first (aspect kept), the mask back to the image"),
         Option("queries", 20, "number of learned queries"),
         Option("decoder_layers", 6, "transformer decoder layers"),
         Option("decoder_dim", 384, "decoder width (other encoder widths are projected by a 1x1 conv)"),
@@ -142,12 +212,19 @@ class SelfMask(TrainableMethod):
         Option("w_dice", 1.0, "weight of the Dice loss"),
         Option("w_rank", 1.0, "weight of the objectness ranking loss"),
         Option("weight_decay", 0.01, "AdamW weight decay"),
+        Option("lr_schedule", "released", "released: SelfMask's Poly as its trainer runs it (counter restarting "
+                                          "every half epoch: 0.925x-1x of the rate); epoch: that scheduler alone "
+                                          "(restart every epoch); poly: true poly decay over the whole run",
+               choices=LR_SCHEDULES),
         Option("poly_power", 0.9, "power of the poly learning-rate schedule"),
     )
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
         c = self.config
+        if c["inference_size"] < 0:
+            raise HarnessError(f"selfmask: inference_size must be 0 (native) or a positive side, "
+                               f"got {c['inference_size']}")
         if not 0 < c["scale_min"] <= c["scale_max"]:
             raise HarnessError(f"selfmask: need 0 < scale_min <= scale_max, got {c['scale_min']} and {c['scale_max']}")
         self._source = None
@@ -194,17 +271,31 @@ class SelfMask(TrainableMethod):
 
         return torch.optim.AdamW(parameters, lr=lr, weight_decay=self.config["weight_decay"])
 
-    def make_scheduler(self, optimizer, total_steps):
-        """Poly: ``lr * (1 - step / total) ** power``, stepped every batch."""
+    def make_scheduler(self, optimizer, total_steps, steps_per_epoch=None):
+        """The ``lr_schedule`` option's factor (:func:`lr_factor`), stepped every batch."""
+        import functools
+
         import torch
 
-        power = self.config["poly_power"]
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total_steps) ** power)
+        schedule, power = self.config["lr_schedule"], self.config["poly_power"]
+        if steps_per_epoch is None and schedule != "poly":
+            raise HarnessError(f"selfmask: lr_schedule={schedule} restarts with the epochs and needs the steps "
+                               f"per epoch")
+        factor = functools.partial(lr_factor, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                                   schedule=schedule, power=power)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+    @property
+    def released(self) -> bool:
+        """``preset=selfmask``: the released code's conventions."""
+        return self.config["preset"] == "selfmask"
 
     def train_item(self, sample: Sample, rng) -> dict:
         c = self.config
-        image, mask = selfmask_augment(sample.image, self.pseudo_source().mask(sample), rng, c["image_size"],
-                                       (c["scale_min"], c["scale_max"]), c["photometric"])
+        source = self.pseudo_source()
+        mask = source.stored_mask(sample) if self.released else source.mask(sample)
+        image, mask = selfmask_augment(sample.image, mask, rng, c["image_size"], (c["scale_min"], c["scale_max"]),
+                                       c["photometric"], released=self.released)
         return {"image": image, "mask": mask}
 
     def loss_weights(self) -> dict[str, float]:
@@ -224,7 +315,7 @@ class SelfMask(TrainableMethod):
         masks = masks.reshape(b, layers, queries, -1)
         target = target.reshape(b, 1, -1).float()  # one pseudo-mask, shared by every layer
         dice = dice_loss(masks, target)  # (B, L, Q)
-        rank = ranking_loss(out["objectness"].float(), dice)  # (B, L)
+        rank = ranking_loss(out["objectness"].float(), dice, "released" if self.released else "paper")  # (B, L)
         valid = (target.sum(-1) > 0).squeeze(1).float()  # an empty pseudo-mask teaches nothing (SelfMask skips it)
         count = valid.sum().clamp(min=1)
         return {"dice": (dice.sum((1, 2)) * valid).sum() / count, "rank": (rank.sum(1) * valid).sum() / count}
@@ -235,6 +326,8 @@ class SelfMask(TrainableMethod):
 
     # ---- evaluation -------------------------------------------------------------------
     def _checkpoint(self) -> dict:
+        """The checkpoint, loaded once. A state dict saved by SelfMask's own code becomes a
+        checkpoint-like dict: ``{"released": True, "model": <converted>, "backbone": <name>, ...}``."""
         if self._ckpt is None:
             path = self.config["checkpoint"]
             if not path:
@@ -245,7 +338,9 @@ class SelfMask(TrainableMethod):
                 )
             from harness.training.checkpoint import load_checkpoint
 
-            self._ckpt = load_checkpoint(path, (self.name,))
+            self._ckpt = _read_released(path)
+            if self._ckpt is None:
+                self._ckpt = load_checkpoint(path, (self.name,))
             if "pseudo_masks" not in self._ckpt:
                 raise HarnessError(f"{path} does not record its pseudo-mask source; train it again")
         return self._ckpt
@@ -277,7 +372,15 @@ class SelfMask(TrainableMethod):
 
         ckpt = self._checkpoint()
         backbone = context.backbone
-        check_backbone(ckpt, backbone)
+        if ckpt.get("released"):  # only the architecture matters: the encoder's weights are in the file
+            geometry = ckpt["geometry"]
+            if (backbone.feature_dim, backbone.stride) != (geometry["width"], geometry["patch"]):
+                raise HarnessError(
+                    f"{self.config['checkpoint']} holds a SelfMask network with a {geometry['width']}-wide ViT of "
+                    f"patch size {geometry['patch']}; {backbone.name} is {backbone.feature_dim} wide at stride "
+                    f"{backbone.stride}: pass --backbone {ckpt['backbone']}")
+        else:
+            check_backbone(ckpt, backbone)
         trained = ckpt["config"]["method"]["config"]  # the network's shape is the checkpoint's, not the options'
         self.device = context.device
         # the fine-tuned encoder is in the checkpoint: only the architecture is built here
@@ -288,26 +391,104 @@ class SelfMask(TrainableMethod):
             raise HarnessError(f"the checkpoint does not fit backbone {backbone.name} with options "
                                f"{backbone.config}; pass the --backbone-args it was trained with ({exc})") from None
         self.model.to(self.device).eval()
-        self.image_size = int(trained["image_size"])
+        self.stride = backbone.stride
+
+    def masks_from_outputs(self, masks, objectness, sizes):
+        """SelfMask's evaluation of the network's outputs: per image, the last decoder layer's
+        query with the highest objectness, its mask upsampled bilinearly (``align_corners=False``)
+        by stride / 2 to the padded input and cropped to the image.
+
+        Parameters
+        ----------
+        masks : torch.Tensor
+            ``(B, L, Q, h, w)`` mask probabilities at twice the token grid of the padded input.
+        objectness : torch.Tensor
+            ``(B, L, Q)`` objectness scores.
+        sizes : list of (int, int)
+            Each image's ``(H, W)``.
+
+        Returns
+        -------
+        list of np.ndarray
+            ``(H, W)`` float32 masks in [0, 1].
+        """
+        import torch
+        import torch.nn.functional as F
+
+        masks, objectness = masks[:, -1].float(), objectness[:, -1].float()
+        best = objectness.argmax(dim=1)
+        chosen = masks[torch.arange(len(masks), device=masks.device), best]
+        padded = (chosen.shape[-2] * self.stride // 2, chosen.shape[-1] * self.stride // 2)
+        full = F.interpolate(chosen[:, None], size=padded, mode="bilinear", align_corners=False)[:, 0]
+        return [full[i, :h, :w].clamp(0, 1).cpu().numpy().astype(np.float32) for i, (h, w) in enumerate(sizes)]
+
+    def _input_size(self, height: int, width: int) -> tuple[int, int]:
+        short = int(self.config["inference_size"])
+        if not short:
+            return height, width
+        scale = short / min(height, width)
+        return max(1, round(height * scale)), max(1, round(width * scale))
 
     def predict_batch(self, samples):
         import torch
         import torch.nn.functional as F
 
-        from harness.training.augment import resize_square
+        from harness.training.augment import resize_to
 
-        images = torch.stack([resize_square(s.image, self.image_size) for s in samples]).to(self.device)
+        groups: dict[tuple, list[int]] = {}
+        for i, sample in enumerate(samples):  # images of one input size go through the network together
+            groups.setdefault(self._input_size(*sample.image.shape[:2]), []).append(i)
+        result: list = [None] * len(samples)
         with torch.no_grad():
-            out = self.model(images)
-            masks, objectness = out["masks"][:, -1].float(), out["objectness"][:, -1].float()
-            best = objectness.argmax(dim=1)
-            chosen = masks[torch.arange(len(samples), device=masks.device), best]
-            result = []
-            for sample, mask in zip(samples, chosen):
-                h, w = sample.image.shape[:2]
-                full = F.interpolate(mask[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-                result.append(Prediction(full.clamp(0, 1).cpu().numpy().astype(np.float32)))
+            for size, members in groups.items():
+                images = torch.stack([resize_to(samples[i].image, *size) for i in members]).to(self.device)
+                out = self.model(images)
+                for i, mask in zip(members, self.masks_from_outputs(out["masks"], out["objectness"],
+                                                                    [size] * len(members))):
+                    if mask.shape != samples[i].image.shape[:2]:
+                        mask = F.interpolate(torch.from_numpy(mask)[None, None], size=samples[i].image.shape[:2],
+                                             mode="bilinear", align_corners=False)[0, 0].clamp(0, 1).numpy()
+                    result[i] = Prediction(mask)
         return result
 
     def predict(self, sample: Sample) -> Prediction:
         return self.predict_batch([sample])[0]
+
+
+#: the DINO backbone of SelfMask's released networks, by (ViT width, patch size)
+RELEASED_BACKBONES = {(384, 8): "dino-vits8", (384, 16): "dino-vits16", (768, 8): "dino-vitb8",
+                      (768, 16): "dino-vitb16"}
+
+
+def _read_released(path) -> dict | None:
+    """A state dict saved by SelfMask's code as a checkpoint-like dict, or ``None`` if the file
+    is something else (a harness checkpoint, or junk for ``load_checkpoint`` to report)."""
+    from pathlib import Path
+
+    import torch
+
+    from harness.methods.selfmask_model import convert_selfmask_state, selfmask_geometry, unwrap_selfmask_state
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a harness checkpoint holds non-tensor values; junk fails here too
+        return None
+    state = unwrap_selfmask_state(payload)
+    if state is None:
+        return None
+    try:
+        geometry = selfmask_geometry(state)
+        converted = convert_selfmask_state(state)
+    except ValueError as exc:
+        raise HarnessError(f"{path} is not a usable SelfMask state dict: {exc}") from None
+    backbone = RELEASED_BACKBONES.get((geometry["width"], geometry["patch"]))
+    if backbone is None:
+        raise HarnessError(f"{path}: a SelfMask network with a {geometry['width']}-wide ViT of patch size "
+                           f"{geometry['patch']} matches no DINO backbone (known: {sorted(RELEASED_BACKBONES)})")
+    config = {k: geometry[k] for k in ("queries", "decoder_layers", "decoder_dim", "heads")}
+    return {"released": True, "model": converted, "geometry": geometry, "backbone": backbone,
+            "config": {"method": {"config": {"image_size": 224, **config}}, "backbone": {"config": {}}},
+            "pseudo_masks": {"kind": "selfmask-state", "label": f"{path.stem} (SelfMask's code)"}}

@@ -3,7 +3,12 @@
 - **Encoder**: the backbone's network, fine-tuned (a copy: the harness's frozen backbone is
   left as it is). ViTs give their last block's normalised patch tokens; EfficientNet-Lite0
   gives the stage output at its configured stride. BatchNorm statistics stay frozen (batches
-  of 8 are too small to re-estimate them); ViTs have none.
+  of 8 are too small to re-estimate them); ViTs have none. Inputs of any size are
+  normalised, then zero-padded on the right and bottom to a multiple of the stride (padding
+  after the normalisation, as SelfMask's ViT does: the pad is the mean colour). A ViT's
+  position embeddings are resized to the token grid as SelfMask's ViT resizes them
+  (``F.interpolate(size=grid, mode="bicubic", align_corners=False)``, no antialiasing),
+  whatever rule the backbone itself uses for its frozen features.
 - **Decoder**: DETR's post-norm transformer decoder (self-attention, cross-attention to the
   encoder tokens, ReLU feed-forward of 4 x width, no dropout), 6 layers, 20 learned queries
   (drawn from N(0, 1)) added as positional embeddings to zero-initialised targets; every
@@ -12,6 +17,11 @@
   parameters); a query's mask is ``sigmoid(<query, pixel embedding>)``, its objectness
   ``sigmoid(MLP(query))`` (3 layers). Features wider or narrower than the decoder (anything but
   ViT-S's 384 by default) are first projected by a 1x1 convolution, as SelfMask did for ResNets.
+
+This is the architecture of SelfMask's released ``MaskFormer`` (ViT-S, ``use_binary_classifier``,
+bilinear pixel decoder, ``loss_every_decoder_layer``): :func:`convert_selfmask_state` maps a
+state dict saved by SelfMask (e.g. the released ``selfmask_nq20_model.pt``) onto this module's
+names, and ``tests/parity/test_selfmask.py`` checks the forward against the released code.
 """
 from __future__ import annotations
 
@@ -65,11 +75,41 @@ class Encoder(nn.Module):
             raise RuntimeError(f"the backbone's weights lack {', '.join(missing[:5])}")
         self.net.load_state_dict({k: state[k] for k in own})
 
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """Zero-pad ``(B, C, H, W)`` on the right and bottom to multiples of the stride."""
+        height, width = x.shape[-2:]
+        return F.pad(x, (0, -width % self.stride, 0, -height % self.stride))
+
+    def position_embedding(self, grid: tuple[int, int]) -> torch.Tensor:
+        """``(1, 1 + h * w, C)``: the class token's embedding and the patches' resized to ``grid``
+        (bicubic by output size, ``align_corners=False``, no antialiasing: SelfMask's ViT)."""
+        pos = self.net.pos_embed
+        side = round((pos.shape[1] - 1) ** 0.5)
+        if tuple(grid) == (side, side):
+            return pos
+        patches = pos[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+        patches = F.interpolate(patches, size=tuple(grid), mode="bicubic", align_corners=False)
+        return torch.cat([pos[:, :1], patches.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1)], dim=1)
+
+    def _vit_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        net = self.net
+        grid = (x.shape[-2] // self.stride, x.shape[-1] // self.stride)
+        plain = (getattr(net, "cls_token", None) is not None and getattr(net, "reg_token", None) is None
+                 and not getattr(net, "no_embed_class", False) and getattr(net, "pos_embed", None) is not None)
+        if not plain:  # another token layout: timm's own forward and position-embedding rule
+            return net.forward_features(x)[:, net.num_prefix_tokens:]
+        tokens = net.patch_embed(x)
+        tokens = tokens.reshape(x.shape[0], grid[0] * grid[1], -1)  # NHWC (dynamic size) or NLC
+        tokens = torch.cat([net.cls_token.expand(x.shape[0], -1, -1), tokens], dim=1) + self.position_embedding(grid)
+        tokens = net.norm_pre(net.patch_drop(net.pos_drop(tokens)))
+        return net.norm(net.blocks(tokens))[:, 1:]
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images - self.mean) / self.std
+        """``(B, 3, H, W)`` RGB in [0, 1], any size -> ``(B, C, ceil(H / s), ceil(W / s))``."""
+        x = self.pad((images - self.mean) / self.std)
         height, width = x.shape[-2:]
         if self.kind == "vit":
-            tokens = self.net.forward_features(x)[:, self.net.num_prefix_tokens:]
+            tokens = self._vit_tokens(x)
             return tokens.transpose(1, 2).reshape(x.shape[0], -1, height // self.stride, width // self.stride)
         x = self.net.bn1(self.net.conv_stem(x))
         for stage in self.net.blocks[: self.last_stage + 1]:
@@ -134,8 +174,9 @@ class SelfMaskNet(nn.Module):
 
         Shape
         -----
-        images: (B, 3, H, W) RGB in [0, 1], H and W multiples of the encoder's stride s.
-        Returns ``masks`` (B, L, Q, 2H/s, 2W/s) and ``objectness`` (B, L, Q), both in [0, 1].
+        images: (B, 3, H, W) RGB in [0, 1], any size (zero-padded after normalisation to
+        multiples of the encoder's stride s). Returns ``masks`` (B, L, Q, 2 ceil(H/s),
+        2 ceil(W/s)) and ``objectness`` (B, L, Q), both in [0, 1].
         """
         features = self.project(self.encoder(images))
         memory = features.flatten(2).transpose(1, 2)
@@ -150,3 +191,85 @@ class SelfMaskNet(nn.Module):
         pixels = F.interpolate(features, scale_factor=2.0, mode="bilinear", align_corners=False)
         masks = torch.sigmoid(torch.einsum("blqc,bchw->blqhw", queries, pixels))
         return {"masks": masks, "objectness": torch.sigmoid(self.objectness(queries)).squeeze(-1)}
+
+
+# ---- SelfMask's own state dicts ---------------------------------------------------------
+#: prefixes of a state dict saved by SelfMask's ``MaskFormer`` -> this module's names
+_RENAMES = (("encoder.", "encoder.net."), ("decoder.norm.", "norm."), ("decoder.layers.", "layers."))
+#: the released objectness MLP ``ffn.layers.<k>`` -> ``objectness.<2k>`` (ReLUs between)
+_FFN_LAYERS = 3
+
+
+def is_selfmask_state(state) -> bool:
+    """Whether ``state`` looks like a state dict saved by SelfMask's code (a plain mapping of
+    tensors with its ``query_embed`` and ``decoder.layers.*`` names)."""
+    return (isinstance(state, dict) and "query_embed" in state and "format" not in state
+            and any(isinstance(k, str) and k.startswith("decoder.layers.") for k in state))
+
+
+def unwrap_selfmask_state(payload) -> dict | None:
+    """The state dict inside what SelfMask saves: the bare dict (``selfmask_nq20_model.pt``), or
+    ``{"model": ..., "optimizer": ...}`` (its ``latest_model.pt``), DataParallel's ``module.``
+    prefix removed; ``None`` for anything else."""
+    if isinstance(payload, dict) and "format" not in payload and isinstance(payload.get("model"), dict):
+        payload = payload["model"]
+    if isinstance(payload, dict) and payload and all(isinstance(k, str) and k.startswith("module.") for k in payload):
+        payload = {k[len("module."):]: v for k, v in payload.items()}
+    return payload if is_selfmask_state(payload) else None
+
+
+def convert_selfmask_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map a SelfMask ``MaskFormer`` state dict (ViT encoder, ``use_binary_classifier``) onto
+    :class:`SelfMaskNet`'s names: ``encoder.*`` -> ``encoder.net.*``, ``decoder.layers.<i>.
+    multihead_attn`` -> ``layers.<i>.cross_attn``, ``decoder.norm`` -> ``norm``, ``ffn.layers.<k>``
+    -> ``objectness.<2k>``; ``query_embed`` is kept.
+
+    Raises
+    ------
+    ValueError
+        For a key of another variant (a ResNet encoder's ``linear_layer``, the two-class
+        ``linear_classifier``), naming it.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        new = key
+        if key == "query_embed":
+            pass
+        elif key.startswith("ffn.layers."):
+            index, rest = key[len("ffn.layers."):].split(".", 1)
+            if not index.isdigit() or int(index) >= _FFN_LAYERS:
+                raise ValueError(f"unexpected objectness layer {key!r}")
+            new = f"objectness.{2 * int(index)}.{rest}"
+        else:
+            for old, replacement in _RENAMES:
+                if key.startswith(old):
+                    new = replacement + key[len(old):]
+                    break
+            else:
+                raise ValueError(f"{key!r} belongs to a SelfMask variant this network does not build "
+                                 f"(a ViT encoder with the binary objectness head is supported)")
+            new = new.replace(".multihead_attn.", ".cross_attn.")
+        if new == "query_embed" and value.dim() != 2:
+            raise ValueError(f"query_embed has shape {tuple(value.shape)}, expected (queries, width)")
+        out[new] = value
+    return out
+
+
+def selfmask_geometry(state: dict[str, torch.Tensor]) -> dict[str, int]:
+    """What a SelfMask state dict implies: queries, decoder layers and width, heads (the
+    encoder's: width / 64, as ViT-S and ViT-B), the encoder's patch size and width.
+
+    Raises
+    ------
+    ValueError
+        When a defining weight is missing.
+    """
+    try:
+        queries, dim = state["query_embed"].shape
+        patch = int(state["encoder.patch_embed.proj.weight"].shape[-1])
+        width = int(state["encoder.patch_embed.proj.weight"].shape[0])
+    except KeyError as exc:
+        raise ValueError(f"it lacks {exc.args[0]!r} (a ViT encoder is supported)") from None
+    layers = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("decoder.layers."))
+    return {"queries": int(queries), "decoder_layers": layers, "decoder_dim": int(dim), "heads": int(dim) // 64,
+            "patch": patch, "width": width}

@@ -153,6 +153,14 @@ def test_selfmask_json_of_rle_masks(ecssd_root, tmp_path):
     assert resized[h2 // 2, w2 // 4] and not resized[h2 // 2, 3 * w2 // 4] and not resized[2, 2]
     np.testing.assert_array_equal(source.mask(dataset.load(ids[2])), parts[0] | parts[1])
     assert source.describe()["label"] == "pseudo.json" and len(source.describe()["digest"]) == 64
+    # preset=selfmask resizes the stored 224 x 224 mask once, straight to the training view
+    np.testing.assert_array_equal(source.stored_mask(second), small)
+    np.testing.assert_array_equal(source.stored_mask(sample), known)
+    method = get_registry().create("method", "selfmask", {"pseudo_masks": str(path), "preset": "selfmask"})
+    rng = np.random.default_rng(0)
+    released = method.train_item(second, rng)["mask"]
+    x, m = selfmask_augment(second.image, small, np.random.default_rng(0), 224, (0.1, 1.0), True, released=True)
+    assert torch.equal(released, m)
     with pytest.raises(DataError, match=r"1 of 4 training images have no pseudo-mask .*" + ids[3]):
         source.check(dataset, ids)
 
@@ -224,7 +232,9 @@ def test_training_on_ground_truth_reduces_the_loss_and_beats_the_center_prior(tr
     assert log["total"].iloc[-3:].mean() < 0.8 * log["total"].iloc[:3].mean()
     common = dict(dataset="ecssd", data_root=str(ecssd_root), limit=N_IMAGES, out=tmp_path / "runs",
                   progress=False, device="cpu")
-    ours = run(RunSpec(method="selfmask", method_args={"checkpoint": str(trained_on_gt / "checkpoint_last.pt")},
+    # evaluated at the training scale: a 64 px model at native resolution (6x larger) sees other features
+    ours = run(RunSpec(method="selfmask", method_args={"checkpoint": str(trained_on_gt / "checkpoint_last.pt"),
+                                                       "inference_size": "64"},
                        backbone_args={"stride": "8"}, batch_size=8, **common))
     prior = run(RunSpec(method="center-prior", **common))
     assert ours.metrics["iou"] > prior.metrics["iou"] + 0.05, (ours.metrics["iou"], prior.metrics["iou"])
@@ -294,15 +304,26 @@ def test_defaults_follow_the_recipe():
     c = method.config
     assert (c["image_size"], c["queries"], c["decoder_layers"], c["decoder_dim"], c["heads"]) == (224, 20, 6, 384, 6)
     assert method.default_backbone == "dino-vits8" and method.loss_weights() == {"dice": 1.0, "rank": 1.0}
-    opt = method.make_optimizer([torch.nn.Parameter(torch.zeros(1))], 6e-6)
-    sched = method.make_scheduler(opt, 10)
-    lrs = []
-    for _ in range(10):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    np.testing.assert_allclose(lrs, [6e-6 * (1 - s / 10) ** 0.9 for s in range(10)], rtol=1e-9)
-    assert opt.param_groups[0]["weight_decay"] == 0.01
+    assert (c["preset"], c["lr_schedule"]) == ("harness", "released")
+
+    def rates(**options):
+        m = get_registry().create("method", "selfmask", options)
+        opt = m.make_optimizer([torch.nn.Parameter(torch.zeros(1))], 6e-6)
+        sched = m.make_scheduler(opt, 10, steps_per_epoch=5)
+        lrs = []
+        for _ in range(10):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        assert opt.param_groups[0]["weight_decay"] == 0.01
+        return lrs
+
+    # SelfMask's Poly as its trainer steps it: counter T = 0, 1, 3, 5, 2, 4, 1, 3, 5, 2 (two counts a step,
+    # wrapping after 5 = the steps of an epoch), factor (1 - T / 10) ** 0.9
+    np.testing.assert_allclose(rates(), [6e-6 * (1 - t / 10) ** 0.9 for t in (0, 1, 3, 5, 2, 4, 1, 3, 5, 2)], rtol=1e-9)
+    np.testing.assert_allclose(rates(lr_schedule="epoch"),
+                               [6e-6 * (1 - t / 10) ** 0.9 for t in (0, 1, 2, 3, 4, 5, 1, 2, 3, 4)], rtol=1e-9)
+    np.testing.assert_allclose(rates(lr_schedule="poly"), [6e-6 * (1 - s / 10) ** 0.9 for s in range(10)], rtol=1e-9)
 
 
 def test_inference_takes_the_mask_of_the_most_object_like_query(trained_on_gt, ecssd_root):
@@ -312,18 +333,18 @@ def test_inference_takes_the_mask_of_the_most_object_like_query(trained_on_gt, e
     from harness.api import RunContext
 
     method.setup(RunContext(device="cpu", backbone=backbone))
-    sample = registry.create("dataset", "ecssd", root=ecssd_root).load("0005")
+    sample = registry.create("dataset", "ecssd", root=ecssd_root).load("0005")  # 267 x 400: padded to 272
     prediction = method.predict(sample)
-    from harness.training.augment import resize_square
+    from harness.training.augment import to_tensor
 
-    with torch.no_grad():
-        out = method.model(resize_square(sample.image, 64)[None])
-    best = out["objectness"][0, -1].argmax()
-    small = torch.nn.functional.interpolate(torch.from_numpy(prediction.mask)[None, None], size=(16, 16),
-                                            mode="area")[0, 0]
-    ious = [((small > 0.5) & (q > 0.5)).sum() / ((small > 0.5) | (q > 0.5)).sum().clamp(min=1)
-            for q in out["masks"][0, -1]]
-    assert int(torch.stack(ious).argmax()) == int(best) or ious[int(best)] > 0.9
+    with torch.no_grad():  # at native resolution: the masks at 1/4 of the padded 400 x 272
+        out = method.model(to_tensor(sample.image)[None])
+    assert out["masks"].shape[-2:] == (100, 68)
+    height, width = sample.image.shape[:2]
+    up = torch.nn.functional.interpolate(out["masks"][0, -1][None], scale_factor=4, mode="bilinear",
+                                         align_corners=False)[0, :, :height, :width]
+    errors = [float((torch.from_numpy(prediction.mask) - q).abs().max()) for q in up]
+    assert int(np.argmin(errors)) == int(out["objectness"][0, -1].argmax()) and min(errors) < 1e-6
     assert prediction.mask.shape == sample.image.shape[:2]
 
 
@@ -345,6 +366,31 @@ def test_distilled_run_is_named_by_its_source_in_the_report(ecssd_root, tmp_path
     text = (tmp_path / "report.md").read_text()
     rows = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ") and "ECSSD" not in line]
     assert rows == ["center-prior", "SelfMask w/ center-prior (effnet-lite0)"]
+
+
+def test_selfmask_state_dicts_load_converted_and_other_variants_are_clear_errors(tmp_path, capsys):
+    """A state dict saved by SelfMask's code (bare, in {"model": ...}, or with DataParallel's
+    prefix) is converted on load; the ResNet or two-class variants are refused in one line."""
+    from harness.methods.selfmask_model import SelfMaskNet, unwrap_selfmask_state
+
+    backbone = get_registry().create("backbone", "effnet-lite0", {"stride": "8"})
+    from harness.methods.selfmask import build_encoder
+
+    net = SelfMaskNet(build_encoder(backbone), backbone.feature_dim, 3, 2, 32, 2)
+    ref = {"query_embed": net.query_embed.detach(), "decoder.layers.0.linear1.weight": torch.zeros(4, 32),
+           "encoder.patch_embed.proj.weight": torch.zeros(384, 3, 8, 8)}
+    assert unwrap_selfmask_state(ref) is ref
+    assert unwrap_selfmask_state({"model": ref, "optimizer": {}}) is ref
+    assert unwrap_selfmask_state({f"module.{k}": v for k, v in ref.items()}).keys() == ref.keys()
+    assert unwrap_selfmask_state({"format": "harness-checkpoint", "model": ref}) is None
+    bad = tmp_path / "resnet_selfmask.pt"
+    torch.save({**ref, "linear_layer.weight": torch.zeros(384, 2048, 1, 1)}, bad)
+    args = ["run", "--method", "selfmask", "--method-args", f"checkpoint={bad}", "--dataset", "synthetic",
+            "--dataset-args", "count=1", "--out", str(tmp_path / "r"), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "is not a usable SelfMask state dict: 'linear_layer.weight' belongs to a SelfMask variant" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_missing_pseudo_masks_and_misuse_are_clear_errors(ecssd_root, ecssd_masks, tmp_path, capsys):
@@ -369,6 +415,8 @@ def test_missing_pseudo_masks_and_misuse_are_clear_errors(ecssd_root, ecssd_mask
                 "--out", str(tmp_path / "r"), "--no-progress"]
     assert main(run_args) == 2
     assert "needs a trained checkpoint: train one with `harness train --method selfmask" in capsys.readouterr().err
+    assert main(run_args + ["--method-args", "inference_size=-1"]) == 2
+    assert "inference_size must be 0 (native) or a positive side" in capsys.readouterr().err
 
 
 def test_backbone_options_come_from_the_checkpoint_and_others_are_refused(trained_on_gt, tmp_path, capsys):

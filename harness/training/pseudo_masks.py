@@ -148,6 +148,11 @@ class PseudoMaskSource:
         """``(H, W)`` bool pseudo-mask of ``sample`` (at its image's size)."""
         raise NotImplementedError
 
+    def stored_mask(self, sample) -> np.ndarray:
+        """``sample``'s pseudo-mask at the size the source stores it (its image's, unless a
+        source says otherwise); ``preset=selfmask`` resizes it once, straight to the training view."""
+        return self.mask(sample)
+
     def _missing(self, missing: list[str], total: int, where: str) -> DataError:
         return DataError(
             f"--pseudo-masks {self.path}: {len(missing)} of {total} training images have no pseudo-mask "
@@ -314,6 +319,10 @@ class RleJsonPseudoMasks(PseudoMaskSource):
 
     def mask(self, sample) -> np.ndarray:
         return _resize_nearest(self.decode(sample.id), sample.image.shape[:2])
+
+    def stored_mask(self, sample) -> np.ndarray:
+        """The mask at the size the JSON stores it (SelfMask's: 224 x 224)."""
+        return self.decode(sample.id)
 
 
 def open_pseudo_masks(source: str | Path) -> PseudoMaskSource:

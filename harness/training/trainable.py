@@ -36,8 +36,9 @@ class TrainableMethod(Method):
     def make_optimizer(self, parameters, lr: float) -> "torch.optim.Optimizer":
         raise NotImplementedError
 
-    def make_scheduler(self, optimizer, total_steps: int):
-        """A per-step learning-rate schedule, or ``None`` for a constant rate."""
+    def make_scheduler(self, optimizer, total_steps: int, steps_per_epoch: int | None = None):
+        """A per-step learning-rate schedule, or ``None`` for a constant rate (``total_steps``
+        optimiser steps in all, ``steps_per_epoch`` of them per epoch)."""
         return None
 
     def train_item(self, sample: Sample, rng: "np.random.Generator") -> dict[str, "torch.Tensor"]:

@@ -142,7 +142,7 @@ class Trainer:
         self.backbone.load(device)
         model = self.method.build_model(self.backbone).to(device)
         optimizer = self.method.make_optimizer(model.parameters(), self.lr)
-        scheduler = self.method.make_scheduler(optimizer, steps * self.epochs)
+        scheduler = self.method.make_scheduler(optimizer, steps * self.epochs, steps_per_epoch=steps)
         history: list[dict[str, float]] = []
         start = 0
         if spec.resume and (out / LAST).exists():
