@@ -455,8 +455,10 @@ class SelfMask(TrainableMethod):
         return self.predict_batch([sample])[0]
 
 
-#: the DINO backbone of SelfMask's released networks, by (ViT width, patch size)
-RELEASED_BACKBONES = {(384, 8): "dino-vits8", (384, 16): "dino-vits16", (768, 8): "dino-vitb8",
+#: the DINO backbone a SelfMask network was fine-tuned from, by (ViT width, patch size): SelfMask's
+#: ``load_model`` starts ViT-S/8 from the 300-epoch checkpoint. Only the architecture is used
+#: (the fine-tuned encoder is in the state dict); any backbone of the same shape is accepted.
+RELEASED_BACKBONES = {(384, 8): "dino-vits8-300ep", (384, 16): "dino-vits16", (768, 8): "dino-vitb8",
                       (768, 16): "dino-vitb16"}
 
 

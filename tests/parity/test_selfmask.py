@@ -113,8 +113,8 @@ def reference_network(tmp_path_factory):
     path, dino = _reference_state(tmp)
     registry = get_registry()
     method = registry.create("method", "selfmask", {"checkpoint": str(path)})
-    assert method.preferred_backbone() == "dino-vits8"
-    backbone = registry.create("backbone", "dino-vits8", weights=dino)
+    assert method.preferred_backbone() == "dino-vits8-300ep"  # what SelfMask's ViT-S/8 starts from
+    backbone = registry.create("backbone", "dino-vits8", weights=dino)  # the same architecture is enough
     method.setup(RunContext(device="cpu", backbone=backbone))
     return method
 
