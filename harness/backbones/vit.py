@@ -11,8 +11,8 @@ checkpoint's (14 x 14 for 224 px) the position embeddings are resampled by DINO'
 one DINO, iBOT, TokenCut, LOST, Deep Spectral Methods and SelfMask ran with: plain bicubic
 (no antialiasing) with the *scale factor* ``(grid + 0.1) / 14`` per axis, not the output
 size; sampling positions then follow the slightly larger factor, so the field differs from
-timm's size-based, antialiased ``dynamic_img_size`` resampling by about 5% RMS (see
-:func:`dino_position_embeddings`). At the checkpoint's own grid nothing is resampled.
+timm's size-based, antialiased ``dynamic_img_size`` resampling (12% RMS on random-valued
+embeddings, about 5% on trained ones; see :func:`dino_position_embeddings`). At the checkpoint's own grid nothing is resampled.
 
 Two DINO ViT-S/8 checkpoints exist: ``dino-vits8`` loads the 800-epoch
 ``dino_deitsmall8_pretrain.pth`` of DINO's README (the one segmentation-tricks used);
