@@ -467,18 +467,11 @@ def _read_released(path) -> dict | None:
     is something else (a harness checkpoint, or junk for ``load_checkpoint`` to report)."""
     from pathlib import Path
 
-    import torch
-
     from harness.methods.selfmask_model import convert_selfmask_state, selfmask_geometry, unwrap_selfmask_state
+    from harness.training.checkpoint import read_foreign_state
 
     path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a harness checkpoint holds non-tensor values; junk fails here too
-        return None
-    state = unwrap_selfmask_state(payload)
+    state = unwrap_selfmask_state(read_foreign_state(path))
     if state is None:
         return None
     try:

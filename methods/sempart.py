@@ -345,17 +345,11 @@ def _read_segtricks_head(path) -> dict | None:
     something else (a harness checkpoint, or junk for :func:`load_checkpoint` to report)."""
     from pathlib import Path
 
-    import torch
-
     from harness.methods.sempart_model import convert_segtricks_state, is_segtricks_state, segtricks_geometry
+    from harness.training.checkpoint import read_foreign_state
 
     path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a harness checkpoint holds non-tensor values; junk fails here too
-        return None
+    state = read_foreign_state(path)
     if not is_segtricks_state(state):
         return None
     try:

@@ -21,6 +21,21 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+def read_foreign_state(path: str | Path) -> Any | None:
+    """What a reference code base saved with ``torch.save`` (tensors and plain containers, read
+    with ``weights_only=True``), or ``None`` when ``path`` is missing or holds anything else
+    (a harness checkpoint, or junk for :func:`load_checkpoint` to report)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a harness checkpoint holds non-tensor values; junk fails here too
+        return None
+
+
 def load_checkpoint(path: str | Path, methods: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint`.
 
