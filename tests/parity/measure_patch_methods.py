@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _patch_parity import dataset, grid_output, method, parity_backbone, unpack  # noqa: E402
+from _patch_parity import dataset, grid_output, method, parity_backbone  # noqa: E402
 from parity_common import GOLDENS, load_image, shared_data_root  # noqa: E402
 
 FACTORS = ("pos", "f16", "ties", "mode")

@@ -80,3 +80,37 @@ def fixed_prediction(gt: np.ndarray, index: int) -> np.ndarray:
     rows, cols = np.indices(gt.shape)
     pattern = (rows * 7 + cols * 13 + 29 * index) % 64 * 4  # 0..252
     return ((3 * shifted + pattern) // 4).astype(np.uint8)
+
+
+def require_shared_data() -> Path:
+    """:func:`shared_data_root`, or exit a regeneration script with what to set."""
+    root = shared_data_root()
+    if root is None:
+        raise SystemExit("shared data not found: set HARNESS_TEST_DATA to shared/data")
+    return root
+
+
+#: what :func:`import_segtricks` does to import segmentation-tricks' modules today
+SEGTRICKS_IMPORT_SHIMS = [
+    "a stub module `wandb` in sys.modules (utils.py imports it at module level; unused here)",
+    "torch.zeros ignores device= while utils.py is imported (it builds a constant on 'cuda')",
+]
+
+
+def import_segtricks(ref: Path, *names: str) -> list:
+    """Import segmentation-tricks' modules ``names`` from the checkout ``ref`` on a CPU-only
+    machine (the shims in :data:`SEGTRICKS_IMPORT_SHIMS`)."""
+    import importlib
+    import sys
+    import types
+
+    import torch
+
+    sys.modules.setdefault("wandb", types.ModuleType("wandb"))
+    sys.path.insert(0, str(ref))
+    zeros = torch.zeros
+    torch.zeros = lambda *a, device=None, **k: zeros(*a, **k)
+    try:
+        return [importlib.import_module(name) for name in names]
+    finally:
+        torch.zeros = zeros

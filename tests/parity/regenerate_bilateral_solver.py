@@ -32,14 +32,13 @@ import argparse
 import hashlib
 import json
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from parity_common import GOLDENS, fixed_prediction, shared_data_root, write_source  # noqa: E402
+from parity_common import GOLDENS, SEGTRICKS_IMPORT_SHIMS, fixed_prediction, import_segtricks, require_shared_data, write_source  # noqa: E402
 
 CASES = {"TokenCut": ("0005", "0355", "0557", "1000"), "segmentation-tricks": ("0005", "0557", "1000")}
 SAMPLES = 512
@@ -127,15 +126,7 @@ def tokencut(ref: Path, data: Path, out_dir: Path) -> dict:
 def segtricks(ref: Path, data: Path, out_dir: Path) -> dict:
     import torch
 
-    sys.modules.setdefault("wandb", types.ModuleType("wandb"))  # shim: imported, unused
-    sys.path.insert(0, str(ref))
-    zeros = torch.zeros
-    torch.zeros = lambda *a, device=None, **k: zeros(*a, **k)  # shim: utils.py builds a 'cuda' constant
-    try:
-        import bilateral_solver as bs
-        import utils_data
-    finally:
-        torch.zeros = zeros
+    bs, utils_data = import_segtricks(ref, "bilateral_solver", "utils_data")
     patch_cg(bs)
     log: list = []
     record_yuv(bs, log)
@@ -164,9 +155,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ref", required=True, type=Path, help="TokenCut or segmentation-tricks checkout")
     args = parser.parse_args()
-    data = shared_data_root()
-    if data is None:
-        raise SystemExit("shared data not found: set HARNESS_TEST_DATA")
+    data = require_shared_data()
     if (args.ref / "unsupervised_saliency_detection" / "bilateral_solver.py").exists():
         reference, make = "TokenCut", tokencut
         compared = ("unsupervised_saliency_detection/bilateral_solver.bilateral_solver_output(path, target, 16, 16, 8) "
@@ -187,8 +176,7 @@ def main() -> None:
              "relative test; its early exit at ||b - A x0|| <= tol is asserted not to apply)",
              "rgb2yuv wrapped to record sha256 of its input and output (values unchanged)"]
     if reference == "segmentation-tricks":
-        shims += ["a stub module `wandb` in sys.modules (utils.py imports it; unused here)",
-                  "torch.zeros ignores device= while utils.py is imported (it builds a constant on 'cuda')"]
+        shims += SEGTRICKS_IMPORT_SHIMS
     write_source(out_dir, reference,
                  f"/work/refvenv/bin/python tests/parity/regenerate_bilateral_solver.py --ref <{reference}>",
                  shims, compared)

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from parity_common import GOLDENS, parity_checkpoint, shared_data_root, write_source  # noqa: E402
+from parity_common import GOLDENS, parity_checkpoint, require_shared_data, write_source  # noqa: E402
 from regenerate_tokencut import OFFICIAL, _install_shims, pack, write_json_lines  # noqa: E402
 
 OUT = GOLDENS / "deep-spectral"
@@ -91,9 +91,7 @@ def main() -> None:
     parser.add_argument("--dino", required=True, type=Path, help="checkout of facebookresearch/dino (its hub model)")
     args = parser.parse_args()
     ref, dino = args.ref.resolve(), args.dino.resolve()
-    data = shared_data_root()
-    if data is None:
-        raise SystemExit("shared data not found (set HARNESS_TEST_DATA)")
+    data = require_shared_data()
     voc_root = data / "VOC2012"
     voc = sorted(p.stem for p in (voc_root / "JPEGImages").glob("*.jpg"))
     loaded: list[str] = []

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from parity_common import GOLDENS, load_image, parity_checkpoint, shared_data_root, write_source  # noqa: E402
+from parity_common import GOLDENS, load_image, parity_checkpoint, require_shared_data, write_source  # noqa: E402
 
 OUT = GOLDENS / "dino-keys"
 IMAGE_ID = "0005"  # ECSSD, H x W = 400 x 267: native input 400 x 272 (S/16), 400 x 264 (S/8)
@@ -118,9 +118,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(args.ref).resolve()))
     import vision_transformer as vits  # the reference's own ViT
 
-    data = shared_data_root()
-    if data is None:
-        raise SystemExit("shared data not found (set HARNESS_TEST_DATA)")
+    data = require_shared_data()
     image = load_image(data / "ECSSD" / "images" / f"{IMAGE_ID}.jpg")
     to_network = transforms.Compose([transforms.ToTensor(),
                                      transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])

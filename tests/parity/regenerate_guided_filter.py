@@ -26,14 +26,13 @@ import argparse
 import hashlib
 import json
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from parity_common import GOLDENS, fixed_prediction, shared_data_root, write_source  # noqa: E402
+from parity_common import GOLDENS, SEGTRICKS_IMPORT_SHIMS, fixed_prediction, import_segtricks, require_shared_data, write_source  # noqa: E402
 from regenerate_bilateral_solver import sample_positions  # noqa: E402
 
 IDS = ("0005", "0557", "1000")
@@ -51,18 +50,8 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    sys.modules.setdefault("wandb", types.ModuleType("wandb"))  # shim: imported by utils.py, unused
-    sys.path.insert(0, str(args.ref))
-    zeros = torch.zeros
-    torch.zeros = lambda *a, device=None, **k: zeros(*a, **k)  # shim: utils.py builds a 'cuda' constant
-    try:
-        import guided_filter
-        import utils_data
-    finally:
-        torch.zeros = zeros
-    data = shared_data_root()
-    if data is None:
-        raise SystemExit("shared data not found: set HARNESS_TEST_DATA")
+    guided_filter, utils_data = import_segtricks(args.ref, "guided_filter", "utils_data")
+    data = require_shared_data()
 
     gf32 = guided_filter.myGuidedFilter2d(9, 1e-3)
     default = torch.get_default_dtype()
@@ -108,8 +97,7 @@ def main() -> None:
     write_source(
         OUT, "segmentation-tricks",
         "/work/refvenv/bin/python tests/parity/regenerate_guided_filter.py --ref <segmentation-tricks>",
-        ["a stub module `wandb` in sys.modules (utils.py imports it; unused here)",
-         "torch.zeros ignores device= while utils.py is imported (it builds a constant on 'cuda')",
+        [*SEGTRICKS_IMPORT_SHIMS,
          "the float64 run builds myGuidedFilter2d under torch.set_default_dtype(torch.float64) (its "
          "UnNormalize constants in float64) and feeds it the crop normalised in float64"],
         "guided_filter.myGuidedFilter2d(9, 1e-3)(soft prediction, normalised 320x320 ECSSD crop), float32 "

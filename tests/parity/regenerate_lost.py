@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from parity_common import GOLDENS, parity_checkpoint, shared_data_root, write_source  # noqa: E402
+from parity_common import GOLDENS, parity_checkpoint, require_shared_data, write_source  # noqa: E402
 from regenerate_tokencut import OFFICIAL, _install_shims, write_json_lines  # noqa: E402
 
 OUT = GOLDENS / "lost"
@@ -44,9 +44,7 @@ def main() -> None:
     parser.add_argument("--dino", required=True, type=Path, help="checkout of facebookresearch/dino (LOST's submodule)")
     args = parser.parse_args()
     ref, dino = args.ref.resolve(), args.dino.resolve()
-    data = shared_data_root()
-    if data is None:
-        raise SystemExit("shared data not found (set HARNESS_TEST_DATA)")
+    data = require_shared_data()
     # LOST imports `dino.vision_transformer` (its git submodule) and that module imports `utils`
     sys.path[:0] = [str(ref), str(dino.parent), str(dino)]
     voc = sorted(p.stem for p in (data / "VOC2012" / "JPEGImages").glob("*.jpg"))

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from parity_common import GOLDENS, shared_data_root, write_source  # noqa: E402
+from parity_common import GOLDENS, require_shared_data, write_source  # noqa: E402
 from regenerate_bilateral_solver import patch_cg, record_yuv, summarise  # noqa: E402
 
 IDS = ("0005", "0557", "1000")
@@ -96,9 +96,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    data = shared_data_root()
-    if data is None:
-        raise SystemExit("shared data not found: set HARNESS_TEST_DATA")
+    data = require_shared_data()
     sys.path.insert(0, str(args.ref))
     import bilateral_solver
 

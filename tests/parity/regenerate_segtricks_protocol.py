@@ -21,7 +21,6 @@ import argparse
 import hashlib
 import json
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from parity_common import GOLDENS, fixed_prediction, shared_data_root, write_source  # noqa: E402
+from parity_common import GOLDENS, SEGTRICKS_IMPORT_SHIMS, fixed_prediction, import_segtricks, require_shared_data, write_source  # noqa: E402
 
 IDS = ("0005", "0100", "0355", "0557", "0730", "1000")
 OUT = GOLDENS / "segtricks-protocol"
@@ -39,21 +38,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ref", required=True, type=Path, help="segmentation-tricks checkout")
     args = parser.parse_args()
-    # shim: utils.py imports wandb at module level; the metric and data code never call it
-    sys.modules.setdefault("wandb", types.ModuleType("wandb"))
-    sys.path.insert(0, str(args.ref))
-    # shim: utils.py builds a tensor on 'cuda' at import time; build it on the CPU instead
-    zeros = torch.zeros
-    torch.zeros = lambda *a, device=None, **k: zeros(*a, **k)
-    try:
-        import token_metric
-        import utils_data
-    finally:
-        torch.zeros = zeros
+    token_metric, utils_data = import_segtricks(args.ref, "token_metric", "utils_data")
 
-    data = shared_data_root()
-    if data is None:
-        raise SystemExit("shared data not found: set HARNESS_TEST_DATA")
+    data = require_shared_data()
     options = argparse.Namespace(dataset="ecssd", root_dir=str(data), img_size=320)
     dataset, _ = utils_data.load_my_dataset_not_augment(options)
     stems = [Path(p).stem for p in dataset.image_path_list]
@@ -87,8 +74,7 @@ def main() -> None:
     write_source(
         OUT, "segmentation-tricks",
         "/work/refvenv/bin/python tests/parity/regenerate_segtricks_protocol.py --ref <segmentation-tricks>",
-        ["a stub module `wandb` in sys.modules (utils.py imports it at module level; unused here)",
-         "torch.zeros ignores device= while utils.py is imported (it builds a constant on 'cuda')",
+        [*SEGTRICKS_IMPORT_SHIMS,
          "pycocotools, h5py and wget installed (imported at module level by utils_data / utils)"],
         "utils_data.load_my_dataset_not_augment(dataset='ecssd', img_size=320): ground truth and image "
         "crops; token_metric.accuracy / IoU / my_Fmax on fixed predictions",

@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from parity_common import GOLDENS, parity_checkpoint, shared_data_root, write_source  # noqa: E402
+from parity_common import GOLDENS, parity_checkpoint, require_shared_data, write_source  # noqa: E402
 
 OUT = GOLDENS / "selfmask"
 SEED = 12
@@ -281,9 +281,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(2)
-    data = shared_data_root()
-    if data is None:
-        raise SystemExit("shared data not found: set HARNESS_TEST_DATA")
+    data = require_shared_data()
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

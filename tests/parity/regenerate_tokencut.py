@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from parity_common import GOLDENS, load_image, parity_checkpoint, shared_data_root, write_source  # noqa: E402
+from parity_common import GOLDENS, parity_checkpoint, require_shared_data, write_source  # noqa: E402
 
 OUT = GOLDENS / "tokencut"
 #: ECSSD masks stored in full (and used by the default parity test); the grayscale 0557 included
@@ -255,9 +255,7 @@ def main() -> None:
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     ref = args.ref.resolve()
-    data = shared_data_root()
-    if data is None:
-        raise SystemExit("shared data not found (set HARNESS_TEST_DATA)")
+    data = require_shared_data()
     if args.phase:
         import pickle
 
