@@ -21,13 +21,8 @@ IDS = sorted(GOLDEN["images"]) if FULL else GOLDEN["default_ids"]
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("parity-features")
-
-
-@pytest.fixture(scope="module")
-def deep_spectral(cache):
-    return method("deep-spectral", parity_backbone("vits16", cache), cache)
+def deep_spectral(feature_cache):
+    return method("deep-spectral", parity_backbone("vits16", feature_cache), feature_cache)
 
 
 def reference_mask(golden: dict) -> np.ndarray:

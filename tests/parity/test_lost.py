@@ -12,22 +12,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _patch_parity import FULL, dataset, grid_output, method, parity_backbone  # noqa: E402
+from _patch_parity import FULL, dataset, grid_output, method  # noqa: E402
 from parity_common import GOLDENS  # noqa: E402
 
 GOLDEN = json.loads((GOLDENS / "lost" / "boxes.json").read_text())
 CASES = sorted(GOLDEN["images"]) if FULL else (
     [f"vits16/{i}" for i in GOLDEN["default_ids"]] + [f"vits8/{i}" for i in GOLDEN["s8_ids"]])
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("parity-features")
-
-
-@pytest.fixture(scope="module")
-def backbones(cache):
-    return {arch: parity_backbone(arch, cache) for arch in ("vits16", "vits8")}
 
 
 def _seed(lost, sample) -> int:
@@ -38,11 +28,11 @@ def _seed(lost, sample) -> int:
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_boxes_and_seeds_equal_the_reference(case, voc12_root, backbones, cache):
+def test_boxes_and_seeds_equal_the_reference(case, voc12_root, backbones, feature_cache):
     arch, image_id = case.split("/")
     golden = GOLDEN["images"][case]
     sample = dataset("voc12", voc12_root).load(image_id)
-    lost = method("lost", backbones[arch], cache)
+    lost = method("lost", backbones[arch], feature_cache)
     component, _, geometry = grid_output(lost, sample)
     assert list(geometry.grid) == golden["grid"]
     assert _seed(lost, sample) == golden["seed"]
@@ -58,11 +48,11 @@ def test_ties_decide_the_seed_on_the_default_images():
     assert all(GOLDEN["images"][c]["stable_seed"] != GOLDEN["images"][c]["seed"] for c in tied)
 
 
-def test_stable_ties_would_not_match(voc12_root, backbones, cache):
+def test_stable_ties_would_not_match(voc12_root, backbones, feature_cache):
     """The parity check can fail: with ties=stable (the harness before issue 12) the seed moves."""
     case = f"vits16/{GOLDEN['default_ids'][2]}"
     golden = GOLDEN["images"][case]
     assert golden["tied_at_lowest_degree"] > 1
     sample = dataset("voc12", voc12_root).load(case.split("/")[1])
-    stable = method("lost", backbones["vits16"], cache, ties="stable")
+    stable = method("lost", backbones["vits16"], feature_cache, ties="stable")
     assert _seed(stable, sample) == golden["stable_seed"] != golden["seed"]

@@ -27,7 +27,7 @@ from harness.api import Prediction, Sample
 from harness.evaluators.saliency import SaliencyEvaluator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _patch_parity import FULL, dataset, grid_output, method, parity_backbone, unpack  # noqa: E402
+from _patch_parity import FULL, dataset, grid_output, method, unpack  # noqa: E402
 from parity_common import GOLDENS, fixed_prediction  # noqa: E402
 from regenerate_tokencut import soft_edged_ground_truth  # noqa: E402
 
@@ -47,24 +47,14 @@ def digest(mask: np.ndarray) -> str:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("parity-features")
-
-
-@pytest.fixture(scope="module")
-def backbones(cache):
-    return {arch: parity_backbone(arch, cache) for arch in ("vits16", "vits8")}
-
-
-@pytest.fixture(scope="module")
 def ecssd(ecssd_root):
     return dataset("ecssd", ecssd_root)
 
 
 @pytest.fixture(scope="module")
-def saliency_masks(ecssd, backbones, cache):
+def saliency_masks(ecssd, backbones, feature_cache):
     """The harness's TokenCut masks (mode=saliency, default solver) for SALIENCY_IDS."""
-    tokencut = method("tokencut", backbones["vits16"], cache, mode="saliency")
+    tokencut = method("tokencut", backbones["vits16"], feature_cache, mode="saliency")
     return {i: tokencut.predict(ecssd.load(i).without_labels()).mask for i in SALIENCY_IDS}
 
 
@@ -78,13 +68,13 @@ def test_saliency_masks_equal_the_reference(saliency_masks):
 
 
 @pytest.mark.parametrize("case", DETECTION_CASES)
-def test_detection_boxes_and_components_equal_the_reference(case, voc12_root, backbones, cache):
+def test_detection_boxes_and_components_equal_the_reference(case, voc12_root, backbones, feature_cache):
     arch, image_id = case.split("/")
     golden = DETECTION["images"][case]
     assert golden["weights"] == {"vits16": "dino_deitsmall16_pretrain.pth",
                                  "vits8": "dino_deitsmall8_300ep_pretrain.pth"}[arch]
     sample = dataset("voc12", voc12_root).load(image_id)
-    tokencut = method("tokencut", backbones[arch], cache, mode="detection")
+    tokencut = method("tokencut", backbones[arch], feature_cache, mode="detection")
     component, _, geometry = grid_output(tokencut, sample)
     assert list(geometry.grid) == golden["grid"]
     lam2, lam3 = golden["eigenvalues"]
@@ -99,14 +89,14 @@ def test_detection_boxes_and_components_equal_the_reference(case, voc12_root, ba
     assert list(tokencut.predict(sample.without_labels()).box) == golden["box"]
 
 
-def test_the_degenerate_case_is_the_complete_graph(voc12_root, backbones, cache):
+def test_the_degenerate_case_is_the_complete_graph(voc12_root, backbones, feature_cache):
     """The one golden with coinciding eigenvalues: every cosine above tau, so W is all ones."""
     degenerate = [c for c, g in DETECTION["images"].items()
                   if g["eigenvalues"][1] - g["eigenvalues"][0] < DEGENERATE_GAP * g["eigenvalues"][1]]
     assert degenerate == ["vits16/2007_000862"]
     from harness.methods.tokencut import tokencut_affinity
 
-    tokencut = method("tokencut", backbones["vits16"], cache, mode="detection")
+    tokencut = method("tokencut", backbones["vits16"], feature_cache, mode="detection")
     features, _ = tokencut.patch_features([dataset("voc12", voc12_root).load("2007_000862").without_labels()])[0]
     assert np.all(tokencut_affinity(features) == 1.0)
 
