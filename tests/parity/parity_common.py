@@ -114,3 +114,29 @@ def import_segtricks(ref: Path, *names: str) -> list:
         return [importlib.import_module(name) for name in names]
     finally:
         torch.zeros = zeros
+
+
+def segtricks_ecssd_crops(utils_data, data: Path, stems):
+    """ECSSD samples as segmentation-tricks' evaluation loads them (``load_my_dataset_not_augment``
+    with ``img_size=320``): per stem ``(stem, image, gt, gt_u8, crop_u8)``, where ``image`` is
+    its normalised ``(3, 320, 320)`` tensor, ``gt`` its soft ``(1, 320, 320)`` ground truth,
+    ``gt_u8`` that ground truth x 255 as uint8 and ``crop_u8`` the ``(320, 320, 3)`` uint8 crop
+    its transforms give without the final ``Normalize``."""
+    import argparse
+
+    import torch
+    from PIL import Image
+
+    options = argparse.Namespace(dataset="ecssd", root_dir=str(data), img_size=320)
+    dataset, _ = utils_data.load_my_dataset_not_augment(options)
+    names = [Path(p).stem for p in dataset.image_path_list]
+    unnormalised = dataset.transform.transforms[:-1]  # everything but Normalize
+    for stem in stems:
+        image, gt = dataset[names.index(stem)]
+        gt_u8 = torch.round(gt[0] * 255).to(torch.uint8).numpy()
+        with Image.open(Path(dataset.image_root) / dataset.image_path_list[names.index(stem)]) as img:
+            crop = img.convert("RGB")
+            for transform in unnormalised:
+                crop = transform(crop)
+        crop_u8 = torch.round(crop * 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+        yield stem, image, gt, gt_u8, crop_u8

@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from parity_common import GOLDENS, SEGTRICKS_IMPORT_SHIMS, fixed_prediction, import_segtricks, require_shared_data, write_source  # noqa: E402
+from parity_common import GOLDENS, SEGTRICKS_IMPORT_SHIMS, fixed_prediction, import_segtricks, require_shared_data, segtricks_ecssd_crops, write_source  # noqa: E402
 
 CASES = {"TokenCut": ("0005", "0355", "0557", "1000"), "segmentation-tricks": ("0005", "0557", "1000")}
 SAMPLES = 512
@@ -130,19 +130,9 @@ def segtricks(ref: Path, data: Path, out_dir: Path) -> dict:
     patch_cg(bs)
     log: list = []
     record_yuv(bs, log)
-    options = argparse.Namespace(dataset="ecssd", root_dir=str(data), img_size=320)
-    dataset, _ = utils_data.load_my_dataset_not_augment(options)
-    stems = [Path(p).stem for p in dataset.image_path_list]
-    unnormalised = dataset.transform.transforms[:-1]
     cases = []
-    for index, sid in enumerate(CASES["segmentation-tricks"]):
-        image, gt = dataset[stems.index(sid)]
-        gt_u8 = torch.round(gt[0] * 255).to(torch.uint8).numpy()
-        with Image.open(Path(dataset.image_root) / dataset.image_path_list[stems.index(sid)]) as img:
-            crop = img.convert("RGB")
-            for transform in unnormalised:
-                crop = transform(crop)
-        crop_u8 = torch.round(crop * 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    crops = segtricks_ecssd_crops(utils_data, data, CASES["segmentation-tricks"])
+    for index, (sid, image, _, gt_u8, crop_u8) in enumerate(crops):
         target = targets(gt_u8, index)["soft"]
         out = bs.get_bf_optimized_masks(image[None], torch.from_numpy(target)[None, None])[0, 0].numpy()
         np.savez_compressed(out_dir / f"{sid}_soft.npz", **summarise(out, 1000 * index))

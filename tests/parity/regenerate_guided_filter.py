@@ -29,10 +29,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from parity_common import GOLDENS, SEGTRICKS_IMPORT_SHIMS, fixed_prediction, import_segtricks, require_shared_data, write_source  # noqa: E402
+from parity_common import GOLDENS, SEGTRICKS_IMPORT_SHIMS, fixed_prediction, import_segtricks, require_shared_data, segtricks_ecssd_crops, write_source  # noqa: E402
 from regenerate_bilateral_solver import sample_positions  # noqa: E402
 
 IDS = ("0005", "0557", "1000")
@@ -62,20 +61,10 @@ def main() -> None:
         torch.set_default_dtype(default)
     assert gf64.unnorm.mean.dtype == torch.float64
 
-    options = argparse.Namespace(dataset="ecssd", root_dir=str(data), img_size=320)
-    dataset, _ = utils_data.load_my_dataset_not_augment(options)
-    stems = [Path(p).stem for p in dataset.image_path_list]
-    unnormalised = dataset.transform.transforms[:-1]
     OUT.mkdir(parents=True, exist_ok=True)
     cases = []
-    for index, sid in enumerate(IDS):
-        image, gt = dataset[stems.index(sid)]
-        gt_u8 = torch.round(gt[0] * 255).to(torch.uint8).numpy()
-        with Image.open(Path(dataset.image_root) / dataset.image_path_list[stems.index(sid)]) as img:
-            crop = img.convert("RGB")
-            for transform in unnormalised:
-                crop = transform(crop)
-        crop_u8 = torch.round(crop * 255).to(torch.uint8)  # (3, H, W)
+    for index, (sid, image, _, gt_u8, crop_hwc) in enumerate(segtricks_ecssd_crops(utils_data, data, IDS)):
+        crop_u8 = torch.from_numpy(crop_hwc).permute(2, 0, 1)  # (3, H, W)
         pred = torch.from_numpy(fixed_prediction(gt_u8, index).astype(np.float32) / np.float32(255.0))[None, None]
         image64 = ((crop_u8.double() / 255 - torch.tensor(MEAN, dtype=torch.float64).view(3, 1, 1))
                    / torch.tensor(STD, dtype=torch.float64).view(3, 1, 1))
@@ -90,7 +79,7 @@ def main() -> None:
             f32_sum=np.float64(out32.astype(np.float64).sum()), f64_sum=np.float64(out64.sum()),
             f32_above=np.packbits((out32 > 0.5).ravel()),
         )
-        cases.append({"id": sid, "index": index, "crop_sha256": sha(crop_u8.permute(1, 2, 0).contiguous().numpy()),
+        cases.append({"id": sid, "index": index, "crop_sha256": sha(crop_hwc),
                       "f32_range": [float(out32.min()), float(out32.max())],
                       "f64_range": [float(out64.min()), float(out64.max())]})
     (OUT / "cases.json").write_text(json.dumps({"radius": 9, "eps": 1e-3, "cases": cases}, indent=2) + "\n")

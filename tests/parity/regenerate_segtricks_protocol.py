@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from parity_common import GOLDENS, SEGTRICKS_IMPORT_SHIMS, fixed_prediction, import_segtricks, require_shared_data, write_source  # noqa: E402
+from parity_common import GOLDENS, SEGTRICKS_IMPORT_SHIMS, fixed_prediction, import_segtricks, require_shared_data, segtricks_ecssd_crops, write_source  # noqa: E402
 
 IDS = ("0005", "0100", "0355", "0557", "0730", "1000")
 OUT = GOLDENS / "segtricks-protocol"
@@ -41,23 +41,11 @@ def main() -> None:
     token_metric, utils_data = import_segtricks(args.ref, "token_metric", "utils_data")
 
     data = require_shared_data()
-    options = argparse.Namespace(dataset="ecssd", root_dir=str(data), img_size=320)
-    dataset, _ = utils_data.load_my_dataset_not_augment(options)
-    stems = [Path(p).stem for p in dataset.image_path_list]
-    unnormalised = dataset.transform.transforms[:-1]  # everything but Normalize
-
     OUT.mkdir(parents=True, exist_ok=True)
     preds, gts, digests = [], [], {}
-    for index, stem in enumerate(IDS):
-        _, gt = dataset[stems.index(stem)]
-        gt_u8 = torch.round(gt[0] * 255).to(torch.uint8).numpy()
+    for index, (stem, _, gt, gt_u8, crop_u8) in enumerate(segtricks_ecssd_crops(utils_data, data, IDS)):
         assert np.allclose(gt_u8 / 255.0, gt[0].numpy(), atol=1e-6), "ground truth is not on 1/255 levels"
         Image.fromarray(gt_u8).save(OUT / f"gt_{stem}.png")
-        with Image.open(Path(dataset.image_root) / dataset.image_path_list[stems.index(stem)]) as img:
-            crop = img.convert("RGB")
-            for transform in unnormalised:
-                crop = transform(crop)
-        crop_u8 = torch.round(crop * 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
         digests[stem] = hashlib.sha256(crop_u8.tobytes()).hexdigest()
         pred_u8 = fixed_prediction(gt_u8, index)
         preds.append(torch.from_numpy(pred_u8).float()[None] / 255.0)
