@@ -102,6 +102,13 @@ class COCO20K(Dataset):
             for name, image_id in entries
         }
 
+    def files(self, sample_id: str) -> list[Path]:
+        return [self.entry(sample_id, "its list")[0]]
+
+    def index_files(self) -> list[Path]:
+        return [self._path("filenames", "coco_20k_filenames.txt"),
+                self._path("annotations", "annotations/instances_train2014.json")]
+
     def load(self, sample_id: str) -> Sample:
         path, boxes, size = self.entry(sample_id, "its list")
         image = read_image(path)

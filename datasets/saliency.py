@@ -84,6 +84,9 @@ class SaliencyFolders(Dataset):
         return pairs
 
     # ---- the Dataset interface ---------------------------------------------------------
+    def files(self, sample_id: str) -> list[Path]:
+        return [path for path in self.entry(sample_id, str(self.images_path)) if path is not None]
+
     def load(self, sample_id: str) -> Sample:
         image_path, mask_path = self.entry(sample_id, str(self.images_path))
         image = read_image(image_path)

@@ -90,8 +90,11 @@ class VOCDetection(Dataset):
                              f"use the dataset for that year or point --data-root at VOC{self.year}")
         return base
 
+    def _listing(self) -> Path:
+        return self.base / "ImageSets" / "Main" / f"{self.split}.txt"
+
     def _read_ids(self) -> list[str]:
-        listing = self.base / "ImageSets" / "Main" / f"{self.split}.txt"
+        listing = self._listing()
         if not listing.is_file():
             raise self._fail(f"no image list {listing}")
         ids = list(dict.fromkeys(line.split()[0] for line in listing.read_text().splitlines() if line.strip()))
@@ -126,6 +129,13 @@ class VOCDetection(Dataset):
                 f"image {image_path} is {actual[1]}x{actual[0]} (WxH) but its annotation {xml_path} "
                 f"declares {declared[1]}x{declared[0]}; the boxes would not fit the image: re-copy both"
             )
+
+    def files(self, sample_id: str) -> list[Path]:
+        self.entry(sample_id, f"its {self.split} list")
+        return [self.base / "JPEGImages" / f"{sample_id}.jpg", self.base / "Annotations" / f"{sample_id}.xml"]
+
+    def index_files(self) -> list[Path]:
+        return [self._listing()]
 
     def load(self, sample_id: str) -> Sample:
         boxes, size, meta = self.entry(sample_id, f"its {self.split} list")

@@ -162,7 +162,7 @@ class Dataset(Plugin):
                 f"dataset {cls.name!r} needs its folder: pass --data-root DIR or set "
                 f"{cls.env_var()} (expected layout: {cls.layout})"
             )
-        root = Path(root).expanduser()
+        root = Path(os.path.abspath(Path(root).expanduser()))  # the run's identity must not depend on the cwd
         if not root.is_dir():
             raise DataError(
                 f"dataset {cls.name!r}: {root} is not a folder (expected layout: {cls.layout})"
@@ -196,6 +196,18 @@ class Dataset(Plugin):
     def load(self, sample_id: str) -> Sample:
         """Read one sample."""
         raise NotImplementedError
+
+    def files(self, sample_id: str) -> list[Path]:
+        """The files :meth:`load` reads for ``sample_id``, the image first (none for generated data).
+
+        The runner reads them up front: it checks their structure before any work is done and
+        records a digest of their bytes in the run's identity (``data_digest``).
+        """
+        return []
+
+    def index_files(self) -> list[Path]:
+        """Files read once for the whole dataset (an image list, an annotation file)."""
+        return []
 
     def __iter__(self) -> Iterator[Sample]:
         for sample_id in self.ids():
@@ -291,6 +303,11 @@ class Method(Plugin):
     def check_inputs(self, ids: list[str]) -> None:
         """Check what the method reads for these images (e.g. prediction files) before the
         run starts; raise a :class:`~harness.errors.DataError` naming what is missing."""
+
+    def check_image_sizes(self, sizes: "dict[str, tuple[int, int]]", backbone: "Backbone | None" = None) -> None:
+        """Refuse, before the run starts, images this method cannot handle (``id -> (H, W)`` as
+        the method will see them, and the run's backbone); raise a
+        :class:`~harness.errors.HarnessError` naming them. Default: every size is fine."""
 
     def predict(self, sample: Sample) -> "Prediction | np.ndarray":
         """The soft mask (and optionally a box) for one image; labels are not given."""

@@ -1,21 +1,25 @@
 """On-disk caches keyed by a hash of everything that determines their content.
 
-Masks are stored as uint8 PNGs (the method's box, if any, in a PNG text chunk). Entries are
-written atomically; an entry that cannot be decoded (a truncated file) counts as a miss and
-is recomputed. The root is ``--cache-dir``, else ``$HARNESS_CACHE``, else
+Every entry carries its key, a digest of its bytes and what it holds (shape, dtype), and is
+checked against all three and against what the caller expects (the image's size, the
+backbone's channels, finite values) before it is used: an entry that is not exactly what its
+key promises is a miss, deleted and recomputed. Entries are written atomically. The root is ``--cache-dir``, else ``$HARNESS_CACHE``, else
 ``~/.cache/harness``.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from harness.errors import HarnessError
 from harness.storage import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -47,35 +51,137 @@ def quantize_mask(mask: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(mask * 255.0), 0, 255).astype(np.uint8)
 
 
-class MaskCache:
-    """uint8 masks (and an optional box) under ``root/<namespace>/<key[:2]>/<key>.png``."""
+#: The first bytes of every cache entry; the version changes when the entry layout does.
+ENTRY_MAGIC = b"HARNESS-CACHE-ENTRY\x01\n"
+
+
+class CacheWriteError(HarnessError):
+    """A cache entry cannot be written (a full disk, a folder made read-only)."""
+
+
+class EntryCache:
+    """Entries under ``root/<namespace>/<key[:2]>/<key><suffix>``, each holding its own key.
+
+    An entry is :data:`ENTRY_MAGIC`, one JSON header line (the key, the namespace, a blake2b
+    digest of the payload and the payload's metadata) and the payload. An entry whose header
+    does not parse, names another key or namespace, or whose payload does not match its digest
+    is a miss: it is deleted and recomputed, never read. Subclasses turn payloads into values
+    and check the values (size, dtype, finiteness) against what the caller expects.
+    """
+
+    suffix = ".entry"
 
     def __init__(self, root: str | Path, namespace: str):
         self.root = Path(root) / namespace
+        self.namespace = namespace
 
     def path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.png"
+        return self.root / key[:2] / f"{key}{self.suffix}"
 
-    def get(self, key: str) -> tuple[np.ndarray, tuple | None] | None:
+    def read(self, key: str) -> tuple[dict[str, Any], bytes] | None:
+        """``(metadata, payload)`` of an intact entry for ``key``, else ``None``."""
         path = self.path(key)
-        if not path.exists():
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
             return None
+        except OSError as exc:
+            return self._miss(key, f"unreadable ({exc.strerror or exc})")
+        head, _, payload = data[len(ENTRY_MAGIC):].partition(b"\n")
+        try:
+            header = json.loads(head) if data.startswith(ENTRY_MAGIC) else None
+        except ValueError:
+            header = None
+        if not isinstance(header, dict):
+            return self._miss(key, "not a harness cache entry")
+        if header.get("key") != key or header.get("namespace") != self.namespace:
+            return self._miss(key, f"written for another key ({header.get('namespace')}/{header.get('key')})")
+        if header.get("blake2b") != _payload_digest(payload):
+            return self._miss(key, "its bytes do not match their digest (corrupted)")
+        meta = header.get("meta")
+        return (meta, payload) if isinstance(meta, dict) else self._miss(key, "no metadata")
+
+    def write(self, key: str, payload: bytes, meta: dict[str, Any]) -> None:
+        """Store ``payload`` atomically; an unwritable cache is one clear error."""
+        header = {"key": key, "namespace": self.namespace, "blake2b": _payload_digest(payload), "meta": meta}
+        data = ENTRY_MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload
+        try:
+            atomic_write_bytes(self.path(key), data)
+        except OSError as exc:
+            raise CacheWriteError(
+                f"cannot write cache entry {self.path(key)} ({exc.strerror or exc}); make the cache "
+                f"folder writable or choose another with --cache-dir (or HARNESS_CACHE)"
+            ) from None
+
+    def _miss(self, key: str, why: str) -> None:
+        path = self.path(key)
+        log.warning("cache entry %s is %s; recomputing it", path, why)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:  # a read-only cache: the entry stays, and is still never read
+            pass
+        return None
+
+
+def _payload_digest(payload: bytes) -> str:
+    return hashlib.blake2b(payload, digest_size=20).hexdigest()
+
+
+class MaskCache(EntryCache):
+    """uint8 ``(H, W)`` masks (PNG payload) and an optional box."""
+
+    def get(self, key: str, shape: tuple[int, int]) -> tuple[np.ndarray, tuple | None] | None:
+        """The mask and box stored under ``key`` if the entry is intact and of ``shape``, else ``None``."""
+        entry = self.read(key)
+        if entry is None:
+            return None
+        meta, payload = entry
         from PIL import Image
 
         try:
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(payload)) as img:
                 img.load()
-                mask = np.asarray(img, dtype=np.uint8).copy()
-                box_text = img.info.get("box")
+                mode, mask = img.mode, np.asarray(img, dtype=np.uint8).copy()
         except (OSError, SyntaxError, ValueError) as exc:
-            log.warning("cache entry %s is unreadable (%s); recomputing it", path, exc)
-            path.unlink(missing_ok=True)
-            return None
-        box = tuple(json.loads(box_text)) if box_text else None
-        return mask, box
+            return self._miss(key, f"undecodable ({exc})")
+        if mode != "L" or mask.shape != tuple(shape) or meta.get("shape") != list(shape):
+            return self._miss(key, f"a {mode} mask of shape {mask.shape}, not an 8-bit mask of shape {tuple(shape)}")
+        box = meta.get("box")
+        if box is not None and not (isinstance(box, list) and len(box) == 4
+                                    and all(isinstance(v, (int, float)) and math.isfinite(v) for v in box)):
+            return self._miss(key, f"holding a malformed box {box!r}")
+        return mask, tuple(float(v) for v in box) if box is not None else None
 
     def put(self, key: str, mask: np.ndarray, box: tuple | None = None) -> None:
         from harness.imageio import encode_png
 
-        text = {"box": json.dumps([float(v) for v in box])} if box is not None else None
-        atomic_write_bytes(self.path(key), encode_png(mask, text))
+        meta = {"shape": list(mask.shape), "box": [float(v) for v in box] if box is not None else None}
+        self.write(key, encode_png(np.ascontiguousarray(mask, dtype=np.uint8)), meta)
+
+
+class FeatureCache(EntryCache):
+    """Finite float32 arrays (raw little-endian bytes) under ``root/features/``."""
+
+    def __init__(self, root: str | Path):
+        super().__init__(root, "features")
+
+    def get(self, key: str, channels: int | None = None) -> np.ndarray | None:
+        """The array stored under ``key``: intact, finite, 3-d with ``channels`` rows; else ``None``."""
+        entry = self.read(key)
+        if entry is None:
+            return None
+        meta, payload = entry
+        shape = meta.get("shape")
+        if meta.get("dtype") != "<f4" or not (isinstance(shape, list) and len(shape) == 3
+                                              and all(isinstance(n, int) and n > 0 for n in shape)):
+            return self._miss(key, f"of dtype {meta.get('dtype')} and shape {shape}, not a float32 (C, h, w) grid")
+        if len(payload) != 4 * math.prod(shape) or (channels is not None and shape[0] != channels):
+            return self._miss(key, f"of shape {shape} ({len(payload)} bytes), not {channels} channels")
+        array = np.frombuffer(payload, dtype="<f4").reshape(shape).astype(np.float32)
+        if not np.isfinite(array).all():
+            return self._miss(key, "holding NaN or infinite values")
+        return array
+
+    def put(self, key: str, array: np.ndarray) -> None:
+        array = np.ascontiguousarray(array, dtype="<f4")
+        self.write(key, array.tobytes(), {"dtype": "<f4", "shape": list(array.shape)})

@@ -1,6 +1,7 @@
 """What a run writes: ``results.json``, ``per_image.csv`` and ``summary.md``."""
 from __future__ import annotations
 
+import hashlib
 import platform
 import subprocess
 from datetime import datetime, timezone
@@ -55,7 +56,8 @@ def format_metrics_table(metrics: dict[str, Any]) -> str:
 
 
 def write_run_files(run_dir: Path, results: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    """Write the three run files atomically (per-image rows first, results.json last)."""
+    """Write the run files atomically (per-image rows first, results.json last, with the
+    sha256 of every other file of ``run_dir`` under ``files``)."""
     import pandas as pd
 
     frame = pd.DataFrame(rows)
@@ -75,4 +77,12 @@ def write_run_files(run_dir: Path, results: dict[str, Any], rows: list[dict[str,
         "",
     ]
     atomic_write_text(run_dir / "summary.md", "\n".join(lines))
+    # every file's digest, so a reader can tell that a file belongs to this results.json
+    results["files"] = {path.name: file_sha256(path) for path in sorted(run_dir.iterdir())
+                        if path.is_file() and path.name != "results.json" and not path.name.startswith(".")}
     atomic_write_json(run_dir / "results.json", results)
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 hex digest of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

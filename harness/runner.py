@@ -7,9 +7,11 @@ interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,17 +20,20 @@ import numpy as np
 
 from harness.api import Prediction, RunContext, Sample
 from harness.cache import MaskCache, array_digest, default_cache_dir, quantize_mask, stable_hash
-from harness.errors import HarnessError
+from harness.errors import HarnessError, PluginError
 from harness.evaluators.protocol import DEFAULT_PROTOCOL, get_protocol
+from harness.preflight import check_data
 from harness.registry import Registry, get_registry
 from harness.results import SCHEMA_VERSION, environment_versions, git_sha, utc_now, write_run_files
-from harness.storage import check_writable
+from harness.storage import check_writable, staged_directory
 from harness.training import distributed
 
 log = logging.getLogger(__name__)
 
 # masks a hair outside [0, 1] (float round-off) are clipped; anything further is a bug
 _RANGE_TOLERANCE = 1e-3
+# most file systems allow 255 bytes per name; the staging folder adds a prefix and a suffix
+_MAX_NAME_BYTES = 200
 
 
 @dataclass
@@ -91,6 +96,25 @@ def set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
+def check_run_name(name: str) -> str:
+    """A ``--name`` that names one folder inside ``--out``, or one clear error."""
+    if (not name or name in (".", "..") or name.startswith(".") or "/" in name or "\\" in name
+            or "\0" in name or Path(name).is_absolute()):
+        raise HarnessError(f"--name {name!r}: give one folder name inside --out (no '/', not starting "
+                           f"with '.'); use --out to choose where runs go")
+    if len(name.encode("utf-8")) > _MAX_NAME_BYTES:
+        raise HarnessError(f"--name is {len(name.encode('utf-8'))} bytes long; file systems allow about 255: "
+                           f"give a name of at most {_MAX_NAME_BYTES} bytes")
+    return name
+
+
+def check_seed(seed: int) -> int:
+    """A seed every generator accepts (numpy, torch and Python's all take 0 <= seed < 2**63)."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise HarnessError(f"--seed {seed!r}: give a whole number from 0 to 2**63 - 1")
+    return seed
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -129,8 +153,23 @@ def validate_prediction(output: Any, sample: Sample, owner: str) -> Prediction:
 
 
 def _spec_record(spec: RunSpec) -> dict[str, Any]:
-    """The request as given (paths as text), so a run can be repeated or re-predicted."""
-    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(spec).items()}
+    """The request (paths absolute, as text), so a run can be repeated or re-predicted from anywhere."""
+    paths = {"out", "cache_dir", "data_root", "weights"}
+    return {k: (os.path.abspath(os.path.expanduser(str(v))) if k in paths and v is not None else v)
+            for k, v in asdict(spec).items()}
+
+
+@contextmanager
+def plugin_errors(owner: str, where: str):
+    """A plugin's unexpected exception becomes one :class:`PluginError` naming the plugin and
+    the image (exit status 2); the original is kept as its cause for ``-v``."""
+    try:
+        yield
+    except (HarnessError, KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:
+        raise PluginError(f"{owner} failed {where}: {type(exc).__name__}: {exc} "
+                          f"(run again with -v for the traceback)") from exc
 
 
 def _chunks(items: list, size: int):
@@ -150,6 +189,9 @@ class Runner:
             raise HarnessError(f"--batch-size {spec.batch_size}: give a positive number")
         if len(spec.post_args) not in (0, len(spec.posts)):
             raise HarnessError("--post-args: give one set per --post, in the same order")
+        if spec.name is not None:
+            check_run_name(spec.name)
+        check_seed(spec.seed)
         reg = self.registry
         self.protocol = get_protocol(spec.protocol)
         self.dataset = reg.create("dataset", spec.dataset, spec.dataset_args, root=spec.data_root)
@@ -164,6 +206,7 @@ class Runner:
         self.backbone = self._make_backbone()
         post_args = spec.post_args or [{} for _ in spec.posts]
         self.posts = [reg.create("post", name, args) for name, args in zip(spec.posts, post_args)]
+        self.data_digest: str | None = None  # set by run() from the files it checks
 
     def _make_backbone(self):
         spec, method = self.spec, self.method
@@ -197,7 +240,7 @@ class Runner:
             "method_token": ident["token"],
             "backbone": ident["backbone"],
             "posts": [post.identity() for post in self.posts],
-            "dataset": self.dataset.identity(),
+            "dataset": {**self.dataset.identity(), "data_digest": self.data_digest},
             "evaluators": [ev.identity() for ev in self.evaluators],
             "limit": self.spec.limit,
             "seed": self.spec.seed,
@@ -227,13 +270,16 @@ class Runner:
         set_threads(spec.threads)
         info = distributed.init(device)
         device = distributed.local_device(device, info)
+        progress = spec.progress if info.is_main else False
+        data = check_data(self.dataset, ids, progress)  # every file, before anything is written
+        self.data_digest = data.digest
+        self.method.check_image_sizes({i: self.protocol.view_size(hw) for i, hw in data.sizes.items()}, self.backbone)
         seed_everything(spec.seed)
         config = self.config()
         run_dir = Path(spec.out) / self.run_name(config)
         if info.is_main:
-            check_writable(run_dir)
-        cache_root = check_writable(spec.cache_dir or default_cache_dir())
-        progress = spec.progress if info.is_main else False
+            check_writable(run_dir, "--out")
+        cache_root = check_writable(spec.cache_dir or default_cache_dir(), "--cache-dir (or HARNESS_CACHE)")
         context = RunContext(device, spec.seed, spec.batch_size, cache_root, self.backbone, progress is not False)
         for ev in self.evaluators:
             ev.reset()
@@ -247,7 +293,6 @@ class Runner:
         for ev in self.evaluators:
             for key, value in ev.summarize().items():
                 metrics.setdefault(key, value)
-            ev.artifacts(run_dir)
         stats["total_s"] = round(time.perf_counter() - started, 3)
         results = {
             "schema_version": SCHEMA_VERSION,
@@ -267,7 +312,11 @@ class Runner:
             "spec": _spec_record(spec),
             "world_size": info.world,
         }
-        write_run_files(run_dir, results, rows)
+        # written whole into a staging folder, then renamed: run_dir never mixes two runs
+        with staged_directory(run_dir) as staging:
+            for ev in self.evaluators:
+                ev.artifacts(staging)
+            write_run_files(staging, results, rows)
         return RunResult(run_dir, metrics, results)
 
     def _merge_shards(self, gathered: list, n_images: int) -> tuple[list, dict]:
@@ -317,7 +366,8 @@ class Runner:
             prediction = Prediction(mask_u8.astype(np.float32) / 255.0, box)
             row: dict[str, Any] = {"id": sample.id}
             for ev in self.evaluators:
-                row.update(ev.process(sample, prediction))
+                with plugin_errors(f"evaluator {ev.name!r}", f"on image {sample.id!r}"):
+                    row.update(ev.process(sample, prediction))
             rows.append(row)
             stats["eval_s"] += time.perf_counter() - t0
             bar.update(1)
@@ -336,15 +386,18 @@ class Runner:
         for batch_ids in _chunks(ids, context.batch_size):
             samples = [self.protocol.view(self.dataset.load(sample_id)) for sample_id in batch_ids]
             keys = [stable_hash([method_hash, s.id, array_digest(s.image)]) for s in samples]
-            found = [masks.get(k) if self.method.cacheable else None for k in keys]
+            found = [masks.get(k, s.image.shape[:2]) if self.method.cacheable else None for k, s in zip(keys, samples)]
             missing = [j for j, hit in enumerate(found) if hit is None]
             stats["n_cached"] += len(samples) - len(missing)
             if missing:
                 t0 = time.perf_counter()
                 if not ready["method"]:
-                    self.method.setup(context)
+                    with plugin_errors(f"method {self.method.name!r}", "while setting up"):
+                        self.method.setup(context)
                     ready["method"] = True
-                outputs = self.method.predict_batch([samples[j].without_labels() for j in missing])
+                names = ", ".join(repr(samples[j].id) for j in missing)
+                with plugin_errors(f"method {self.method.name!r}", f"on image {names}"):
+                    outputs = self.method.predict_batch([samples[j].without_labels() for j in missing])
                 if len(outputs) != len(missing):
                     raise HarnessError(f"method {self.method.name!r} returned {len(outputs)} masks for {len(missing)} images")
                 for j, output in zip(missing, outputs):
@@ -359,7 +412,8 @@ class Runner:
                     t0 = time.perf_counter()
                     if not ready["posts"]:
                         for post in self.posts:
-                            post.setup(context)
+                            with plugin_errors(f"post-processor {post.name!r}", "while setting up"):
+                                post.setup(context)
                         ready["posts"] = True
                     mask_u8 = self._post_process(sample, mask_u8, stable_hash([key, post_chain]), posted)
                     box = None  # a post-processed mask defines its own box
@@ -376,12 +430,14 @@ class Runner:
             yield sample, mask_u8
 
     def _post_process(self, sample: Sample, mask_u8: np.ndarray, key: str, cache: MaskCache) -> np.ndarray:
-        hit = cache.get(key)
+        hit = cache.get(key, mask_u8.shape)
         if hit is not None:
             return hit[0]
         mask = mask_u8.astype(np.float32) / 255.0
         for post in self.posts:
-            mask = validate_prediction(post(sample.image, mask), sample, f"post-processor {post.name!r}").mask
+            with plugin_errors(f"post-processor {post.name!r}", f"on image {sample.id!r}"):
+                output = post(sample.image, mask)
+            mask = validate_prediction(output, sample, f"post-processor {post.name!r}").mask
         mask_u8 = quantize_mask(mask)
         cache.put(key, mask_u8)
         return mask_u8

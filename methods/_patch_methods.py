@@ -14,6 +14,7 @@ Three input preparations, as the original papers did them:
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
@@ -24,6 +25,21 @@ from harness.cache import array_digest
 from harness.errors import HarnessError
 
 PREPARATIONS = ("resize", "pad", "crop")
+#: The environment variable that caps the memory of one image's patch graph, in GiB.
+MAX_GRAPH_ENV = "HARNESS_MAX_GRAPH_GIB"
+_DEFAULT_MAX_GRAPH_GIB = 8.0
+
+
+def max_graph_bytes() -> float:
+    """The most memory one image's patch graph may take (``$HARNESS_MAX_GRAPH_GIB``, default 8 GiB)."""
+    text = os.environ.get(MAX_GRAPH_ENV, "")
+    try:
+        gib = float(text) if text else _DEFAULT_MAX_GRAPH_GIB
+    except ValueError:
+        gib = math.nan
+    if not math.isfinite(gib) or gib <= 0:
+        raise HarnessError(f"{MAX_GRAPH_ENV}={text!r}: give a positive number of GiB")
+    return gib * 2**30
 
 
 @dataclass(frozen=True)
@@ -145,6 +161,36 @@ class PatchFeatureMethod(Method):
     def input_mode(self) -> str:
         return self.preparation
 
+    #: How many ``(N, N)`` float64 matrices of the patch graph are alive at once, at most.
+    graph_matrices: ClassVar[int] = 3
+    #: The fewest patches a graph needs (a Fiedler vector needs two nodes).
+    min_patches: ClassVar[int] = 2
+
+    def check_image_sizes(self, sizes: dict[str, tuple[int, int]], backbone=None) -> None:
+        """Refuse images whose patch graph is too small to cut or too large for memory."""
+        if backbone is None:
+            return
+        for sample_id, size in sizes.items():
+            self._check_graph(sample_id, size, int(backbone.stride))
+
+    def _check_graph(self, sample_id: str, size: tuple[int, int], stride: int) -> None:
+        grid = geometry_for(size, stride, self.input_mode()).grid
+        patches = grid[0] * grid[1]
+        if patches < self.min_patches:
+            raise HarnessError(
+                f"image {sample_id!r} is {size[1]}x{size[0]} pixels: {grid[1]}x{grid[0]} patches of "
+                f"{stride} px, too few for {self.name}'s patch graph (at least {self.min_patches}); "
+                f"leave it out of the dataset"
+            )
+        needed = self.graph_matrices * 8 * patches**2
+        limit = max_graph_bytes()
+        if needed > limit:
+            raise HarnessError(
+                f"image {sample_id!r} is {size[1]}x{size[0]} pixels: {patches} patches of {stride} px, whose "
+                f"graph needs about {needed / 2**30:.1f} GiB, above the limit of {limit / 2**30:.1f} GiB "
+                f"({MAX_GRAPH_ENV}); downscale the image or raise {MAX_GRAPH_ENV}"
+            )
+
     def setup(self, context: RunContext) -> None:
         from harness.backbones.features import FeatureExtractor
 
@@ -161,6 +207,8 @@ class PatchFeatureMethod(Method):
         if not hasattr(self, "extractor"):
             raise HarnessError(f"method {self.name!r}: call setup(context) before predicting")
         stride, mode = int(self.backbone.stride), self.input_mode()
+        for s in samples:
+            self._check_graph(s.id, s.image.shape[:2], stride)
         geometries = [geometry_for(s.image.shape[:2], stride, mode) for s in samples]
         requests = [
             FeatureRequest(s.id, array_digest(s.image), g.tag,

@@ -20,7 +20,7 @@ import numpy as np
 
 from harness.api import Method, Option, Prediction, Sample
 from harness.errors import DataError, PluginError, name_some
-from harness.imageio import PREDICTION_SUFFIXES, _open, image_size, read_soft_mask
+from harness.imageio import PREDICTION_SUFFIXES, _open, image_size, inspect_file, read_soft_mask
 
 log = logging.getLogger(__name__)
 
@@ -105,15 +105,15 @@ class MaskFolder(Method):
         return paths
 
     def check_inputs(self, ids: list[str]) -> None:
-        """Find every image's prediction now; a missing one fails before any work is done."""
+        """Find and read every image's prediction now: a missing or bad file fails before any
+        work is done. The files' bytes key any cached post-processing of these masks."""
         paths = self._find(ids)
         self._paths = paths
         self._check_files(paths)
-        # the files' names, sizes and times key any cached post-processing of these masks
         digest = hashlib.sha256()
         for sample_id, path in sorted(paths.items()):
-            stat = path.stat()
-            digest.update(f"{sample_id}\0{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            self.read_prediction(path)
+            digest.update(f"{sample_id}\0{path.name}\0{inspect_file(path, 'predicted mask')[0]}\n".encode())
         self._digest = digest.hexdigest()
 
     def _check_files(self, paths: dict[str, Path]) -> None:
@@ -138,9 +138,13 @@ class MaskFolder(Method):
                 f"image, pass allow_aspect_change=true"
             )
 
+    def read_prediction(self, path: Path) -> np.ndarray:
+        """``(h, w)`` float32 soft mask in [0, 1] from one prediction file."""
+        return read_soft_mask(path)
+
     def predict(self, sample: Sample) -> Prediction:
         path = self._path(sample.id)
-        mask = read_soft_mask(path)
+        mask = self.read_prediction(path)
         self._check_aspect(path, mask.shape, sample)
         return Prediction(resize_bilinear(mask, sample.image.shape[:2]))
 
@@ -170,17 +174,21 @@ class MOVEMasks(MaskFolder):
             log.warning("%s is %dx%d, not at MOVE's working resolution (shorter side %d); scoring it anyway",
                         first, width, height, self.short_side)
 
+    def read_prediction(self, path: Path):
+        """The PIL 8-bit greyscale image, as MOVE's ``segmentation_eval.py`` converts it."""
+        img = _open(path, "predicted mask")
+        if img.mode.startswith("I") or img.mode == "F":
+            raise DataError(f"{self.label()}: {path} is a {img.mode} image, not one of MOVE's 8-bit PNGs; "
+                            f"score it with the generic adapter (--method masks)")
+        return img.convert("L")
+
     def predict(self, sample: Sample) -> Prediction:
         """As MOVE's ``segmentation_eval.py``: ``convert("L")``, PIL bilinear resize to the image's
         size (the ground truth's), ``/ 255``."""
         from PIL import Image
 
         path = self._path(sample.id)
-        img = _open(path, "predicted mask")
-        if img.mode.startswith("I") or img.mode == "F":
-            raise DataError(f"{self.label()}: {path} is a {img.mode} image, not one of MOVE's 8-bit PNGs; "
-                            f"score it with the generic adapter (--method masks)")
-        grey = img.convert("L")
+        grey = self.read_prediction(path)
         self._check_aspect(path, (grey.height, grey.width), sample)
         height, width = sample.image.shape[:2]
         if grey.size != (width, height):

@@ -258,8 +258,8 @@ def test_feature_cache_batches_by_size_stores_float32_and_is_shared(tmp_path):
     assert sorted(MeanColour.calls) == [(1, 3, 8, 12), (2, 3, 8, 8)]  # one batch per input size
     assert [g.shape for g in grids] == [(3, 2, 2), (3, 2, 3), (3, 2, 2)]
     assert grids[2][0, 0, 0] == np.float32(0.3)  # stored as float32: exactly the backbone's output
-    stored = list((tmp_path / "features").rglob("*.npy"))
-    assert len(stored) == 3 and all(np.load(p).dtype == np.float32 for p in stored)
+    stored = list((tmp_path / "features").rglob("*.entry"))
+    assert len(stored) == 3 and all(b'"dtype": "<f4"' in p.read_bytes().split(b"\n")[1] for p in stored)
     # another method on the same backbone reads the same entries: no backbone call
     MeanColour.calls = []
     again = FeatureExtractor(MeanColour(), "cpu", tmp_path).grids(requests)
@@ -308,12 +308,12 @@ def test_tokencut_and_lost_share_cached_features(tmp_path):
     common = dict(dataset="synthetic", dataset_args={"count": 2, "height": 64, "width": 96},
                   backbone="effnet-lite0", out=tmp_path / "runs", progress=False, cache_dir=tmp_path / "cache")
     run(RunSpec(method="tokencut", method_args={"mode": "detection"}, **common))
-    entries = set((tmp_path / "cache" / "features").rglob("*.npy"))
+    entries = set((tmp_path / "cache" / "features").rglob("*.entry"))
     assert len(entries) == 2
     run(RunSpec(method="lost", **common))
-    assert set((tmp_path / "cache" / "features").rglob("*.npy")) == entries
+    assert set((tmp_path / "cache" / "features").rglob("*.entry")) == entries
     run(RunSpec(method="tokencut", **common))  # saliency input (resized): its own entries
-    assert len(set((tmp_path / "cache" / "features").rglob("*.npy"))) == 4
+    assert len(set((tmp_path / "cache" / "features").rglob("*.entry"))) == 4
 
 
 def test_backbone_args_reach_the_backbone(tmp_path):

@@ -205,12 +205,19 @@ def test_unreadable_image_up_front(tmp_path, content):
         ECSSD(root).ids()
 
 
-def test_truncated_mask_fails_at_load_naming_it(tmp_path):
+def test_truncated_mask_fails_up_front_naming_it(tmp_path):
+    """The scan checks every PNG's chunks through IEND: a mask whose pixel data was cut fails
+    when the ids are first asked for, and again if it is cut after the scan."""
     root = _ecssd(tmp_path, n=1)
     path = root / "ground_truth_mask" / "0000.png"
-    path.write_bytes(path.read_bytes()[:60])  # header intact, pixel data cut
+    whole = path.read_bytes()
+    path.write_bytes(whole[:60])  # header intact, pixel data cut
+    with pytest.raises(DataError, match=r"mask .*0000.png cannot be read .*corrupted PNG"):
+        ECSSD(root).ids()
+    path.write_bytes(whole)
     ds = ECSSD(root)
     ds.ids()
+    path.write_bytes(whole[:60])
     with pytest.raises(DataError, match=r"mask .*0000.png cannot be read"):
         ds.load("0000")
 

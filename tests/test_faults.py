@@ -24,7 +24,7 @@ def _start(tmp_path: Path, cache: Path, out: Path) -> subprocess.Popen:
 
 
 def _count(folder: Path) -> int:
-    return len(list(folder.rglob("*.png"))) if folder.exists() else 0
+    return len(list(folder.rglob("*.entry"))) if folder.exists() else 0
 
 
 def _results(out: Path) -> tuple[dict, str]:
@@ -69,7 +69,7 @@ def test_two_runs_at_once_on_the_same_cache(tmp_path, reference):
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
     assert _results(tmp_path / "a") == reference and _results(tmp_path / "b") == reference
-    leftovers = [p for p in cache.rglob("*") if p.is_file() and p.suffix != ".png"]
+    leftovers = [p for p in cache.rglob("*") if p.is_file() and p.suffix != ".entry"]
     assert leftovers == []  # no temporary files left behind
 
 

@@ -88,7 +88,9 @@ def test_wrong_aspect_ratio_is_an_error_unless_allowed(tmp_path):
     (np.full((6, 8), 2.0, np.float32), r"values from 2 to 2; soft masks must lie in \[0, 1\]"),
     (np.zeros((2, 6, 8), np.float32), r"shape \(2, 6, 8\)"),
     (np.full((6, 8), np.nan, np.float32), r"NaN"),
-    (np.zeros((6, 8), np.int64), r"dtype int64"),
+    (np.zeros((6, 8), np.complex64), r"dtype complex64"),
+    (np.full((6, 8), 70000, np.int64), r"values from 70000 to 70000; integer masks must lie in 0..255"),
+    (np.zeros((0, 0), np.float32), r"shape \(0, 0\); save one non-empty"),
 ])
 def test_bad_npy_predictions(tmp_path, array, message):
     np.save(tmp_path / "a.npy", array)

@@ -123,7 +123,7 @@ def test_interrupted_run_resumes_without_recomputing(registry, tmp_path):
 
 def test_truncated_cache_entry_is_recomputed(registry, tmp_path):
     first = run(_spec(tmp_path), registry)
-    entry = next((tmp_path / "cache" / "masks").rglob("*.png"))
+    entry = next((tmp_path / "cache" / "masks").rglob("*.entry"))
     entry.write_bytes(entry.read_bytes()[:20])
     second = run(_spec(tmp_path), registry)
     assert CountingMethod.calls == 7 and second.metrics == first.metrics

@@ -280,12 +280,12 @@ def test_tokencut_scored_with_corloc_runs_in_detection_mode(tmp_path):
     auto = run(RunSpec(method="tokencut", evaluators=["corloc"], **common))
     assert auto.results["config"]["method"]["config"]["mode"] == "detection"
     assert auto.results["spec"]["method_args"] == {}
-    features = set((tmp_path / "cache" / "features").rglob("*.npy"))
+    features = set((tmp_path / "cache" / "features").rglob("*.entry"))
     explicit = run(RunSpec(method="tokencut", method_args={"mode": "detection"}, evaluators=["corloc"], **common))
     assert explicit.results["counts"]["n_cached"] == 2 and explicit.metrics == auto.metrics
     lost = run(RunSpec(method="lost", evaluators=["corloc"], **common))  # the same padded input
     assert lost.results["counts"]["n_computed"] == 2
-    assert set((tmp_path / "cache" / "features").rglob("*.npy")) == features
+    assert set((tmp_path / "cache" / "features").rglob("*.entry")) == features
     saliency = run(RunSpec(method="tokencut", evaluators=["saliency"], **common))
     assert saliency.results["config"]["method"]["config"]["mode"] == "saliency"
     assert saliency.results["counts"]["n_computed"] == 2

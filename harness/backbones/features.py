@@ -1,21 +1,21 @@
 """The feature cache: backbone feature grids stored once, shared by every method.
 
-A grid is stored as float32 ``.npy`` under ``<cache>/features/<key[:2]>/<key>.npy``, exactly
-what the backbone returned: float16 (the format before :data:`CACHE_FORMAT` ``"float32"``)
-has a relative error up to 5e-4, enough to flip TokenCut edges whose cosine lies within 1e-3
-of tau and the signs of LOST's near-zero similarities. The key hashes :data:`CACHE_FORMAT`
-(so float16 entries written before are never read back), the backbone's identity (name,
-version, options, weights digest), how the image was prepared (``resize``, ``pad``,
-``crop``) with the input size, the image id and a digest of the image's pixels. TokenCut, LOST and Deep Spectral Methods on the same backbone and the same
-input preparation therefore read the same entries. Writes are atomic; an unreadable entry
-counts as a miss and is recomputed.
+A grid is stored as float32 under ``<cache>/features/<key[:2]>/<key>.entry``, exactly what the
+backbone returned: float16 (the format before :data:`CACHE_FORMAT` ``"float32"``) has a
+relative error up to 5e-4, enough to flip TokenCut edges whose cosine lies within 1e-3 of tau
+and the signs of LOST's near-zero similarities. The key hashes :data:`CACHE_FORMAT`, the
+backbone's identity (name, version, options, weights digest), how the image was prepared
+(``resize``, ``pad``, ``crop``) with the input size, the image id and a digest of the image's
+pixels, so TokenCut, LOST and Deep Spectral Methods on the same backbone and the same input
+preparation read the same entries. Each entry also holds its key, its shape and a digest of
+its bytes (:class:`harness.cache.FeatureCache`): an entry that is corrupted, of another shape
+or channel count, or not finite is recomputed, never used. Writes are atomic.
 
 Extraction is batched: the images that miss the cache are grouped by input size and sent
 through the backbone together, on the backbone's device (a GPU when the run has one).
 """
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,39 +23,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from harness.cache import stable_hash
-from harness.storage import atomic_write_bytes
+from harness.cache import FeatureCache, stable_hash
+from harness.errors import HarnessError
 
 log = logging.getLogger(__name__)
 
 #: the stored dtype; part of every key, so entries of another format are never read
 CACHE_FORMAT = "float32"
-
-
-class FeatureCache:
-    """float32 arrays under ``root/features/<key[:2]>/<key>.npy``."""
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root) / "features"
-
-    def path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.npy"
-
-    def get(self, key: str) -> np.ndarray | None:
-        path = self.path(key)
-        if not path.exists():
-            return None
-        try:
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            log.warning("feature cache entry %s is unreadable (%s); recomputing it", path, exc)
-            path.unlink(missing_ok=True)
-            return None
-
-    def put(self, key: str, array: np.ndarray) -> None:
-        buffer = io.BytesIO()
-        np.save(buffer, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
-        atomic_write_bytes(self.path(key), buffer.getvalue())
 
 
 @dataclass
@@ -111,7 +85,8 @@ class FeatureExtractor:
     def grids(self, requests: Sequence[FeatureRequest]) -> list[np.ndarray]:
         """``(C, h, w)`` float32 feature grids, one per request, from the cache or the backbone."""
         keys = [self.key(r) for r in requests]
-        found: list[np.ndarray | None] = [self.cache.get(k) if self.cache else None for k in keys]
+        channels = self._channels()
+        found: list[np.ndarray | None] = [self.cache.get(k, channels) if self.cache else None for k in keys]
         self.stats["cached"] += sum(f is not None for f in found)
         missing = [i for i, f in enumerate(found) if f is None]
         if missing:
@@ -124,11 +99,22 @@ class FeatureExtractor:
                     chunk = group[start : start + self.batch_size]
                     for i, grid in zip(chunk, self._extract([inputs[i] for i in chunk])):
                         grid = grid.astype(np.float32)  # what the cache holds is what every run sees
+                        if not np.isfinite(grid).all():
+                            raise HarnessError(
+                                f"backbone {self.backbone.name!r} produced NaN or infinite features for image "
+                                f"{requests[i].image_id!r}; check its weights (nothing was cached for it)")
                         if self.cache:
                             self.cache.put(keys[i], grid)
                         found[i] = grid
             self.stats["computed"] += len(missing)
         return [np.asarray(f, dtype=np.float32) for f in found]
+
+    def _channels(self) -> int | None:
+        """The backbone's feature channels, which every cached grid must have (None: unknown)."""
+        try:
+            return int(self.backbone.feature_dim)
+        except (NotImplementedError, AttributeError, TypeError, ValueError):
+            return None
 
     def _extract(self, images: list[np.ndarray]) -> np.ndarray:
         """``(B, C, h, w)`` features of same-size ``(H, W, 3)`` float inputs."""

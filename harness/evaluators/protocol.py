@@ -103,6 +103,13 @@ class Protocol:
         mask = None if sample.mask is None else center_crop(resize_shorter_side(sample.mask, shorter), side)
         return replace(sample, image=image, mask=mask, boxes=None)
 
+    def view_size(self, image_hw: tuple[int, int]) -> tuple[int, int]:
+        """``(H, W)`` of :meth:`view`'s image for an image of ``image_hw``."""
+        if self.resize_crop is None:
+            return tuple(image_hw)
+        side = self.resize_crop[1]
+        return side, side
+
     def check(self, evaluators: list) -> None:
         """Refuse evaluators this protocol cannot serve."""
         if self.resize_crop is not None:
