@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import difflib
+import math
+import numbers
+import shlex
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 from harness.errors import PluginError
@@ -12,13 +14,33 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def _parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
+def _parse_bool(value: Any) -> bool:
+    if not isinstance(value, str):  # a Python value from code, not text from the command line
+        return bool(value)
+    lowered = value.strip().lower()
     if lowered in _TRUE:
         return True
     if lowered in _FALSE:
         return False
     raise ValueError(f"expected one of {sorted(_TRUE | _FALSE)}")
+
+
+def _parse_float(value: Any) -> float:
+    number = float(value)
+    if not math.isfinite(number):  # nan and inf (also "1e400") silently poison every score
+        raise ValueError("expected a finite number")
+    return number
+
+
+def _parse_int(value: Any) -> int:
+    is_fraction = isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)
+    if is_fraction and not float(value).is_integer():  # int(2.7) would truncate silently
+        raise ValueError("expected a whole number")
+    return int(value)
+
+
+#: The checked converter used for each plain Python type.
+_CONVERTERS: dict[type, Callable[[Any], Any]] = {bool: _parse_bool, float: _parse_float, int: _parse_int}
 
 
 @dataclass(frozen=True)
@@ -46,28 +68,41 @@ class Option:
     choices: tuple = ()
 
     @property
-    def converter(self) -> Callable[[str], Any]:
+    def converter(self) -> Callable[[Any], Any]:
         if self.type is not None:
-            return _parse_bool if self.type is bool else self.type
-        if isinstance(self.default, bool):
-            return _parse_bool
-        if self.default is None:
-            return str
-        return type(self.default)
+            base = self.type
+        elif self.default is None:
+            base = str
+        else:
+            base = type(self.default)
+        return _CONVERTERS.get(base, base)
 
     def convert(self, value: Any, owner: str) -> Any:
-        """Convert ``value`` (text from the CLI, or a Python value) to this option's type."""
+        """Convert ``value`` (text from the CLI, or a Python value) to this option's type.
+
+        Parameters
+        ----------
+        value : Any
+            The given value; ``None`` stays ``None``.
+        owner : str
+            The plugin's label (e.g. ``method 'tokencut'``), named in errors.
+
+        Returns
+        -------
+        Any
+            The converted value.
+
+        Raises
+        ------
+        PluginError
+            If the value does not convert (floats must be finite, ints whole) or is not
+            one of the choices.
+        """
         if value is None:
             return None
-        converter = self.converter
         try:
-            if isinstance(value, str) and converter is not str:
-                converted = converter(value)
-            elif converter in (int, float, str, Path, _parse_bool) and not isinstance(value, str):
-                converted = converter(value) if converter is not _parse_bool else bool(value)
-            else:
-                converted = converter(value)
-        except (TypeError, ValueError) as exc:
+            converted = self.converter(value)
+        except (TypeError, ValueError, OverflowError) as exc:
             raise PluginError(
                 f"{owner}: option {self.name}={value!r} is not a valid {self.type_name}: {exc}"
             ) from None
@@ -88,12 +123,31 @@ class Option:
 def parse_kv(text: str | None, flag: str = "--method-args") -> dict[str, str]:
     """Parse ``"a=1,b=x"`` into ``{"a": "1", "b": "x"}``.
 
-    A value may contain ``=``; commas separate pairs. An empty string gives ``{}``.
+    Commas separate pairs; a value may contain ``=``. Quote a value (``dir="a,b"``,
+    ``dir='a,b'``) or escape a character (``dir=a\\,b``) to keep a comma, shell-style.
+    Whitespace around pairs is dropped; an empty string gives ``{}``.
+
+    Parameters
+    ----------
+    text : str or None
+        The flag's text.
+    flag : str, optional
+        The flag the text came from, named in errors.
+
+    Returns
+    -------
+    dict of str to str
+        The pairs, in the given order.
+
+    Raises
+    ------
+    PluginError
+        If a quote is not closed, a pair has no ``=`` or no key, or a key is given twice.
     """
     if not text:
         return {}
     pairs: dict[str, str] = {}
-    for part in text.split(","):
+    for part in _split_pairs(text, flag):
         part = part.strip()
         if not part:
             continue
@@ -108,6 +162,21 @@ def parse_kv(text: str | None, flag: str = "--method-args") -> dict[str, str]:
             raise PluginError(f"{flag} {text!r}: {key!r} is given twice")
         pairs[key] = value.strip()
     return pairs
+
+
+def _split_pairs(text: str, flag: str) -> list[str]:
+    """The comma-separated parts of ``text``, with shell-style quotes and backslashes resolved."""
+    lexer = shlex.shlex(text, posix=True)
+    lexer.whitespace = ","  # only commas separate pairs: values may hold spaces
+    lexer.whitespace_split = True
+    lexer.commenters = ""  # a '#' is part of a value, not a comment
+    try:
+        return list(lexer)
+    except ValueError as exc:  # shlex's "No closing quotation" / "No escaped character"
+        raise PluginError(
+            f"{flag} {text!r}: {str(exc).lower()} (quote a value that holds a comma, e.g. "
+            f"dir='a,b', and escape a lone quote or backslash with a backslash)"
+        ) from None
 
 
 def resolve_options(options: tuple[Option, ...], given: dict[str, Any], owner: str) -> dict[str, Any]:

@@ -45,3 +45,47 @@ def test_unknown_option_suggests_the_near_match_and_lists_options():
 def test_bad_values_name_the_option(given, fragment):
     with pytest.raises(PluginError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
         resolve_options(OPTIONS, given, "method 'm'")
+
+
+@pytest.mark.parametrize(
+    "text", ['dir="a,b"', "dir='a,b'", r"dir=a\,b", ' dir = "a,b" '], ids=["double", "single", "backslash", "spaces"]
+)
+def test_parse_kv_keeps_a_quoted_or_escaped_comma_in_a_value(text):
+    assert parse_kv(text) == {"dir": "a,b"}
+
+
+def test_parse_kv_quoting_leaves_other_values_alone():
+    assert parse_kv("dir='a,b',pattern={id}_x.png,name=a#1 b") == {
+        "dir": "a,b", "pattern": "{id}_x.png", "name": "a#1 b"
+    }
+
+
+@pytest.mark.parametrize("text", ["dir='a,b", 'dir="a,b', "dir=a\\"])
+def test_parse_kv_unbalanced_quote_names_flag_and_text(text):
+    with pytest.raises(PluginError) as err:
+        parse_kv(text, "--post-args")
+    assert str(err.value).startswith(f"--post-args {text!r}: no ")
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-Infinity", "1e400", float("nan"), float("inf")])
+def test_non_finite_floats_are_rejected_naming_plugin_option_and_value(value):
+    with pytest.raises(PluginError) as err:
+        resolve_options(OPTIONS, {"sigma": value}, "method 'm'")
+    assert str(err.value) == f"method 'm': option sigma={value!r} is not a valid float: expected a finite number"
+
+
+def test_an_explicit_float_type_is_checked_too():
+    options = (Option("lam", None, "weight", type=float),)
+    assert resolve_options(options, {"lam": "256"}, "post 'bs'") == {"lam": 256.0}
+    with pytest.raises(PluginError, match=r"post 'bs': option lam='inf' is not a valid float"):
+        resolve_options(options, {"lam": "inf"}, "post 'bs'")
+
+
+@pytest.mark.parametrize("value", ["2.5", "1e3", 2.5, float("inf")])
+def test_ints_must_be_whole_numbers(value):
+    with pytest.raises(PluginError, match=rf"method 'm': option steps={value!r} is not a valid int"):
+        resolve_options(OPTIONS, {"steps": value}, "method 'm'")
+
+
+def test_whole_python_numbers_convert_to_int():
+    assert resolve_options(OPTIONS, {"steps": 4.0}, "method 'm'")["steps"] == 4
