@@ -1,8 +1,10 @@
 """The plugin registry: built-ins plus third-party entry points, looked up by kind and name.
 
 Third-party distributions register through the entry-point group ``harness``. One that fails
-to import (or whose hook raises) is recorded as broken and shown by ``harness list``; every
-other plugin keeps working. Set ``HARNESS_DISABLE_PLUGIN_AUTOLOAD=1`` to skip entry points.
+to import (even by calling ``sys.exit``), or whose hook raises or returns anything but a list
+of the kind's :mod:`harness.api` subclasses, is recorded as broken and shown by
+``harness list``; every other plugin keeps working. Set ``HARNESS_DISABLE_PLUGIN_AUTOLOAD=1``
+to skip entry points.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any
 
 import pluggy
 
-from harness import hookspecs
+from harness import api, hookspecs
 from harness.errors import PluginError
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,14 @@ KINDS: dict[str, tuple[str, str]] = {
     "evaluator": ("evaluators", "harness_evaluators"),
 }
 PLURALS = {plural: kind for kind, (plural, _) in KINDS.items()}
+#: kind -> the base class every plugin of that kind subclasses
+BASES: dict[str, type] = {
+    "dataset": api.Dataset,
+    "backbone": api.Backbone,
+    "method": api.Method,
+    "post": api.PostProcessor,
+    "evaluator": api.Evaluator,
+}
 
 
 @dataclass
@@ -55,11 +65,32 @@ class PluginEntry:
 
 @dataclass
 class BrokenSource:
-    """A third-party entry point that could not be loaded."""
+    """A third-party entry point, or one of its hooks, that could not be loaded."""
 
     entry_point: str
     source: str
     reason: str
+    #: Names of the plugins it offered, so that using one names this reason.
+    names: tuple[str, ...] = ()
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` of an exception raised while loading a plugin."""
+    if isinstance(exc, SystemExit):  # str() of a bare sys.exit() is empty
+        code = "" if exc.code is None else repr(exc.code)
+        return f"SystemExit: it called sys.exit({code})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _short_repr(value: Any, limit: int = 100) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _offered_name(value: Any) -> tuple[str, ...]:
+    """The plugin name a wrongly returned value carries, if any."""
+    name = getattr(value, "name", None)
+    return (name,) if isinstance(name, str) and name else ()
 
 
 class Registry:
@@ -80,21 +111,27 @@ class Registry:
         self.manager = pluggy.PluginManager(hookspecs.PROJECT)
         self.manager.add_hookspecs(hookspecs)
         self.broken: list[BrokenSource] = []
-        self._sources: dict[int, str] = {}
+        #: id of a registered plugin object -> (the name `harness list` shows, its source)
+        self._origins: dict[int, tuple[str, str]] = {}
 
         from harness import builtin_plugins
 
-        self._register(builtin_plugins, "harness-builtins", BUILTIN)
+        self._register(builtin_plugins, "harness-builtins", BUILTIN, "harness-builtins")
         if autoload:
             self._load_entry_points()
         for plugin, source in extra or []:
-            self._register(plugin, f"extra:{source}:{id(plugin)}", source)
+            label = getattr(plugin, "__name__", type(plugin).__name__)
+            self._register(plugin, f"extra:{source}:{id(plugin)}", source, label)
         self._entries: dict[str, dict[str, PluginEntry]] = {kind: {} for kind in KINDS}
         self._collect()
 
-    def _register(self, plugin: Any, name: str, source: str) -> None:
+    def _register(self, plugin: Any, name: str, source: str, label: str) -> None:
         self.manager.register(plugin, name=name)
-        self._sources[id(plugin)] = source
+        self._origins[id(plugin)] = (label, source)
+
+    def _record_broken(self, label: str, source: str, reason: str, names: tuple[str, ...] = ()) -> None:
+        log.debug("plugin %s (%s) is broken: %s", label, source, reason)
+        self.broken.append(BrokenSource(label, source, reason, names))
 
     def _load_entry_points(self) -> None:
         for ep in entry_points(group=hookspecs.PROJECT):
@@ -102,25 +139,44 @@ class Registry:
             source = f"{dist.name} {dist.version}" if dist is not None else f"entry point {ep.value}"
             try:
                 plugin = ep.load()
-                self._register(plugin, f"{source}:{ep.name}", source)
-            except Exception as exc:  # a broken third party must not break the harness
-                reason = f"{type(exc).__name__}: {exc}"
-                log.debug("plugin %s (%s) failed to load: %s", ep.name, source, reason)
-                self.broken.append(BrokenSource(ep.name, source, reason))
+                self._register(plugin, f"{source}:{ep.name}", source, ep.name)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # SystemExit included: a broken third party must not end the harness
+                self._record_broken(ep.name, source, _describe(exc))
 
     def _collect(self) -> None:
         for kind, (_, hook_name) in KINDS.items():
             for impl in getattr(self.manager.hook, hook_name).get_hookimpls():
-                source = self._sources.get(id(impl.plugin), impl.plugin_name)
+                label, source = self._origins[id(impl.plugin)]
                 try:
-                    classes = impl.function() or []
-                except Exception as exc:  # the hook itself raised: record, keep going
-                    self.broken.append(
-                        BrokenSource(impl.plugin_name, source, f"{type(exc).__name__}: {exc}")
-                    )
+                    returned = impl.function()
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as exc:  # the hook itself raised or exited: record, keep going
+                    self._record_broken(label, source, _describe(exc))
                     continue
-                for cls in classes:
+                for cls in self._checked_classes(kind, hook_name, returned, label, source):
                     self._add(kind, cls, source)
+
+    def _checked_classes(self, kind: str, hook_name: str, returned: Any, label: str, source: str) -> list[type]:
+        """The plugin classes in a hook's return value; anything else is recorded as broken."""
+        if returned is None:  # pluggy's "nothing from this plugin"
+            return []
+        base = BASES[kind]
+        if not isinstance(returned, (list, tuple)):
+            reason = f"hook {hook_name} returned {_short_repr(returned)}, not a list of {base.__name__} subclasses"
+            self._record_broken(label, source, reason, _offered_name(returned))
+            return []
+        classes = []
+        for item in returned:
+            if isinstance(item, type) and issubclass(item, base):
+                classes.append(item)
+                continue
+            reason = (f"hook {hook_name} returned a list holding {_short_repr(item)}, "
+                      f"which is not a {base.__name__} subclass")
+            self._record_broken(label, source, reason, _offered_name(item))
+        return classes
 
     def _add(self, kind: str, cls: type, source: str) -> None:
         name = getattr(cls, "name", "")
@@ -146,7 +202,7 @@ class Registry:
         entry = self._entries[kind].get(name)
         if entry is None:
             plural = KINDS[kind][0]
-            broken = [b for b in self.broken if b.entry_point == name]
+            broken = [b for b in self.broken if name in (b.entry_point, *b.names)]
             if broken:
                 b = broken[0]
                 raise PluginError(

@@ -7,14 +7,14 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from harness import Method, hookimpl
+from harness import Evaluator, Method, hookimpl
+from harness.cli import main
 from harness.errors import PluginError
 from harness.registry import Registry
 
@@ -117,13 +117,19 @@ def test_third_party_distribution_is_listed_and_runnable(installed_example, tmp_
     assert "center-box" not in after.stdout
 
 
-def _broken_dist(site: Path) -> None:
-    """A distribution whose plugin module raises on import, as a bare .dist-info on sys.path."""
-    info = site / "broken_plugin-1.2.dist-info"
+def _bare_dist(site: Path, name: str, version: str, entry_point: str, module_source: str) -> None:
+    """A distribution with one plugin module, as a bare .dist-info on sys.path (no build, no pip)."""
+    module = name.replace("-", "_") + "_module"
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
     info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.2\n")
-    (info / "entry_points.txt").write_text("[harness]\nbroken = broken_plugin_module\n")
-    (site / "broken_plugin_module.py").write_text("raise ImportError('needs libfoo.so')\n")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[harness]\n{entry_point} = {module}\n")
+    (site / f"{module}.py").write_text(module_source)
+
+
+def _broken_dist(site: Path) -> None:
+    """A distribution whose plugin module raises on import."""
+    _bare_dist(site, "broken-plugin", "1.2", "broken", "raise ImportError('needs libfoo.so')\n")
 
 
 def test_broken_plugin_is_listed_while_every_command_works(tmp_path):
@@ -166,3 +172,69 @@ def test_list_does_not_import_torch_and_answers_fast():
     seconds, torch_loaded, timm_loaded, cv2_loaded = out.stdout.split()
     assert (torch_loaded, timm_loaded, cv2_loaded) == ("False", "False", "False")
     assert float(seconds) < 3.0  # typically ~0.3 s; torch alone would take longer than this
+
+
+def test_a_plugin_that_calls_sys_exit_at_import_is_recorded_as_broken(tmp_path):
+    site = tmp_path / "site"
+    _bare_dist(site, "exiting-plugin", "0.1", "exiting", "import sys\nsys.exit(3)\n")
+    env = {"PYTHONPATH": str(site)}
+    listed = harness_cli("list", env_extra=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "exiting-plugin 0.1" in listed.stdout and "broken: SystemExit: it called sys.exit(3)" in listed.stdout
+    assert "center-prior" in listed.stdout
+    asked = harness_cli("run", "--method", "exiting", "--dataset", "synthetic", env_extra=env)
+    assert asked.returncode == 2
+    assert asked.stderr.strip() == (
+        "harness run: error: method 'exiting' comes from exiting-plugin 0.1, which failed to load: "
+        "SystemExit: it called sys.exit(3). Fix or uninstall that distribution."
+    )
+
+
+class NotAMethod:
+    name = "not-a-method"
+
+
+class AnEvaluator(Evaluator):
+    name = "an-evaluator"
+
+
+class GoodMethod(Method):
+    name = "good-method"
+    description = "returned beside the bad ones"
+
+
+@pytest.mark.parametrize(
+    "returned, reason",
+    [
+        (DuplicateCenterPrior, f"returned {DuplicateCenterPrior!r}, not a list of Method subclasses"),
+        (42, "returned 42, not a list of Method subclasses"),
+        ("center-prior", "returned 'center-prior', not a list of Method subclasses"),
+        ([GoodMethod, NotAMethod], f"returned a list holding {NotAMethod!r}, which is not a Method subclass"),
+        ([GoodMethod, GoodMethod()], f"returned a list holding <{__name__}.GoodMethod object at"),
+        ([AnEvaluator, GoodMethod], f"returned a list holding {AnEvaluator!r}, which is not a Method subclass"),
+    ],
+    ids=["a-class", "a-number", "a-string", "not-a-plugin-class", "an-instance", "another-kind"],
+)
+def test_a_hook_returning_anything_but_a_list_of_its_kind_is_broken(returned, reason):
+    registry = Registry(autoload=False, extra=[(_plugin_module("wrong", returned), "wrong-dist 1.0")])
+    assert [(b.entry_point, b.source) for b in registry.broken] == [("wrong", "wrong-dist 1.0")]
+    assert registry.broken[0].reason.startswith(f"hook harness_methods {reason}")
+    assert "center-prior" in registry.names("method") and "synthetic" in registry.names("dataset")
+    assert ("good-method" in registry.names("method")) == isinstance(returned, list)
+    assert "an-evaluator" not in registry.names("evaluator")
+
+
+def test_a_wrongly_returned_plugin_is_listed_as_broken_and_its_name_is_a_clear_error(capsys, monkeypatch):
+    import harness.registry as registry_module
+
+    module = _plugin_module("wrong", GoodMethod)  # the class itself, not [GoodMethod]
+    monkeypatch.setattr(registry_module, "_REGISTRY", Registry(autoload=False, extra=[(module, "wrong-dist 1.0")]))
+    reason = f"hook harness_methods returned {GoodMethod!r}, not a list of Method subclasses"
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "broken plugins" in out and f"broken: {reason}" in out and "center-prior" in out
+    assert main(["run", "--method", "good-method", "--dataset", "synthetic"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"harness run: error: method 'good-method' comes from wrong-dist 1.0, which failed to load: {reason}. "
+        f"Fix or uninstall that distribution."
+    )
