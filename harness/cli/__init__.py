@@ -1,12 +1,14 @@
 """The ``harness`` command line: one class per subcommand, argparse only.
 
-Every :class:`~harness.errors.HarnessError` becomes one line on stderr and exit status 2.
+Every :class:`~harness.errors.HarnessError` becomes one line on stderr and exit status 2
+(with ``-v``, preceded by the traceback of the error that caused it, if any).
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+import traceback
 
 from harness.cli.base import Command
 from harness.cli.compare_cmd import CompareCommand
@@ -40,11 +42,27 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help strings are plain text: a ``%`` (as in "95% intervals") is printed, never %-formatted."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        # argparse applies `help % params`; doubling every % makes any help string safe
+        return super()._get_help_string(action).replace("%", "%%")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``harness`` parser with one subparser per command.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        Help of every level prints any help string verbatim (``%`` included).
+    """
     parser = argparse.ArgumentParser(
         prog="harness",
         description="Benchmark unsupervised image segmentation methods under one protocol.",
         epilog="Run `harness COMMAND --help` for a command's options and examples.",
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action=_VersionAction)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
@@ -56,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
             help=command.help,
             description=command.help,
             epilog=command.examples,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=_HelpFormatter,
         )
         command.add_arguments(child)
         child.set_defaults(handler=command)
@@ -64,6 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``harness`` command.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status: 0 done, 1 unexpected error, 2 bad input or no command, 130 interrupted.
+        ``--help``, ``--version`` and argparse's usage errors exit through ``SystemExit``.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
@@ -74,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler.run(args) or 0)
     except HarnessError as exc:
+        if args.verbose and exc.__cause__ is not None:  # e.g. a plugin's bug wrapped into a clear message
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
         print(f"harness {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,7 +1,37 @@
-"""The shape every subcommand has."""
+"""The shape every subcommand has, and the argument types they share."""
 from __future__ import annotations
 
 import argparse
+
+#: Seeds must fit the signed 64-bit integer torch and NumPy seed with.
+SEED_LIMIT = 2**63
+
+
+def seed_type(text: str) -> int:
+    """``--seed``: a whole number with ``0 <= seed < 2**63``.
+
+    Parameters
+    ----------
+    text : str
+        The command-line text.
+
+    Returns
+    -------
+    int
+        The seed.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        If the text is not a whole number in range (argparse turns it into its usual error).
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number with 0 <= seed < 2**63")
+    return value
 
 
 class Command:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.cli.base import Command
+from harness.cli.base import Command, seed_type
 
 
 class CompareCommand(Command):
@@ -19,7 +19,7 @@ class CompareCommand(Command):
         parser.add_argument("run_a", type=Path, metavar="RUN_A")
         parser.add_argument("run_b", type=Path, metavar="RUN_B")
         parser.add_argument("--resamples", type=int, default=4000)
-        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--seed", type=seed_type, default=0, help="bootstrap seed, 0 <= seed < 2**63 (default 0)")
 
     def run(self, args: argparse.Namespace) -> int:
         from harness.compare import compare_runs, format_comparison

@@ -5,7 +5,7 @@ import argparse
 import os
 from pathlib import Path
 
-from harness.cli.base import Command
+from harness.cli.base import Command, seed_type
 
 
 class ReportCommand(Command):
@@ -31,7 +31,7 @@ published.csv columns: method,dataset,metric,value[,backbone,post], e.g.
         parser.add_argument("--reference", type=Path, help="CSV of published numbers to show beside the measured ones")
         parser.add_argument("--no-intervals", action="store_true", help="omit the bootstrap intervals")
         parser.add_argument("--resamples", type=int, default=4000, help="bootstrap resamples (default 4000)")
-        parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+        parser.add_argument("--seed", type=seed_type, default=0, help="bootstrap seed, 0 <= seed < 2**63 (default 0)")
         parser.add_argument("--figures", type=Path, help="folder for figures (default <output>_figures/ with -o)")
         parser.add_argument("--no-figures", action="store_true", help="no figures")
         parser.add_argument("--figure-run", help="run (directory name or row label) that ranks the grid's images")

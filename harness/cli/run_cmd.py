@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.cli.base import Command
+from harness.cli.base import Command, seed_type
 
 
 class RunCommand(Command):
@@ -32,7 +32,9 @@ interrupted run resumes where it stopped.
         parser.add_argument("--weights", help="local weights file for the backbone")
         parser.add_argument("--backbone-args", default="", metavar="K=V,...",
                             help="backbone options, e.g. features=queries (harness list backbones --options)")
-        parser.add_argument("--method-args", default="", metavar="K=V,...", help="method options")
+        parser.add_argument("--method-args", default="", metavar="K=V,...",
+                            help="method options, e.g. tau=0.3,eps=1e-5 (harness list methods --options); "
+                                 "quote a value that holds a comma: --method-args \"dir='a,b'\"")
         parser.add_argument("--post-args", action="append", default=[], metavar="K=V,...",
                             help="post-processor options; one per --post, in the same order")
         parser.add_argument("--dataset-args", default="", metavar="K=V,...", help="dataset options")
@@ -40,7 +42,7 @@ interrupted run resumes where it stopped.
                             help="evaluation protocol: harness (default: native resolution) or segtricks "
                                  "(segmentation-tricks' Resize(335) + CenterCrop(320), soft ground truth)")
         parser.add_argument("--limit", type=int, help="only the first N images (smoke runs)")
-        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--seed", type=seed_type, default=0, help="random seed, 0 <= seed < 2**63 (default 0)")
         parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
         parser.add_argument("--batch-size", type=int, default=1)
         parser.add_argument("--out", type=Path, default=Path("runs"), help="parent of run directories")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.cli.base import Command
+from harness.cli.base import Command, seed_type
 
 
 class TrainCommand(Command):
@@ -26,7 +26,9 @@ Then evaluate the last checkpoint:
         parser.add_argument("--dataset", required=True, help="any dataset plugin with images")
         parser.add_argument("--data-root", help="the dataset's folder")
         parser.add_argument("--dataset-args", default="", metavar="K=V,...")
-        parser.add_argument("--method-args", default="", metavar="K=V,...", help="method options (loss weights, ...)")
+        parser.add_argument("--method-args", default="", metavar="K=V,...",
+                            help="method options (loss weights, ...); "
+                                 "quote a value that holds a comma: --method-args \"dir='a,b'\"")
         parser.add_argument("--pseudo-masks", metavar="SOURCE",
                             help="training masks for distillation (selfmask): a `harness run` directory on the "
                                  "training dataset, a folder of mask images, or a COCO-RLE JSON keyed by file name")
@@ -36,7 +38,7 @@ Then evaluate the last checkpoint:
         parser.add_argument("--epochs", type=int, help="number of epochs (default: the method's recipe)")
         parser.add_argument("--batch-size", type=int, help="global batch size (split over processes)")
         parser.add_argument("--lr", type=float, help="learning rate (default: the method's recipe)")
-        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--seed", type=seed_type, default=0, help="random seed, 0 <= seed < 2**63 (default 0)")
         parser.add_argument("--limit", type=int, help="train on the first N images only")
         parser.add_argument("--out", type=Path, help="output folder (default runs/train/<derived name>)")
         parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint_last.pt")
