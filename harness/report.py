@@ -14,7 +14,6 @@ shown beside the measured ones with their difference.
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -25,6 +24,7 @@ import numpy as np
 
 from harness.bootstrap import Interval, max_mean_curve_interval, mean_interval
 from harness.errors import HarnessError
+from harness.run_files import PER_IMAGE_FILE, load_results, read_histograms, read_per_image
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ DATASET_TITLES = {
 #: The paper's column order; other datasets follow alphabetically.
 DATASET_ORDER = list(DATASET_TITLES)
 SALIENCY_METRICS = (("acc", "Acc"), ("iou", "IoU"), ("max_fbeta", "max Fβ"))
+#: The metrics the tables and ``harness compare`` show.
+SHOWN_METRICS = ("acc", "iou", "max_fbeta", "corloc")
 POST_TITLES = {"": "none", "gf": "GF", "bs": "BF", "bf": "BF"}
 LAYOUTS = ("all", "saliency", "corloc", "ablation", "post")
 SEMPART_FAMILY = {"sempart": False, "sempart-crop": True}  # method -> trained with crop consistency
@@ -58,7 +60,8 @@ def preset_tag(identity: dict[str, Any] | None) -> str:
 
 @dataclass
 class RunRecord:
-    """One run directory: its results.json and, lazily, its per-image data."""
+    """One run directory: its results.json (checked by :func:`~harness.run_files.load_results`)
+    and, lazily, its per-image data (checked when first read)."""
 
     path: Path
     results: dict[str, Any]
@@ -130,26 +133,24 @@ class RunRecord:
         posts = "".join(f" + {post['name']}{preset_tag(post)}" for post in self.config.get("posts", []))
         return self.method_label + posts
 
-    @property
-    def metrics(self) -> dict[str, Any]:
-        return self.results.get("metrics", {})
+    @cached_property
+    def metrics(self) -> dict[str, float]:
+        """The defined metrics: a null one (undefined) is left out, so it shows as the missing
+        mark and is never formatted as a number (see :func:`find_runs` for its note)."""
+        return {key: value for key, value in self.results["metrics"].items() if value is not None}
 
     @cached_property
     def per_image(self):
-        import pandas as pd
-
-        path = self.path / "per_image.csv"
-        return pd.read_csv(path, dtype={"id": str}) if path.is_file() else None
+        """``per_image.csv`` (checked, see :func:`~harness.run_files.read_per_image`), or ``None``."""
+        return read_per_image(self.path, self.results)
 
     @cached_property
     def fbeta_curves(self) -> np.ndarray | None:
-        from harness.evaluators.saliency import HISTOGRAMS_FILE, fbeta_curves
+        """Per-image F-beta at every threshold from ``saliency_histograms.npz``, or ``None``."""
+        from harness.evaluators.saliency import fbeta_curves
 
-        path = self.path / HISTOGRAMS_FILE
-        if not path.is_file():
-            return None
-        with np.load(path) as data:
-            return fbeta_curves(data["hist_fg"].astype(np.int64), data["hist_bg"].astype(np.int64))
+        histograms = read_histograms(self.path, self.results)
+        return fbeta_curves(*histograms) if histograms is not None else None
 
     def interval(self, metric: str) -> Interval | None:
         """The 95% bootstrap interval of a metric, or ``None`` without per-image data."""
@@ -162,11 +163,16 @@ class RunRecord:
         if frame is None or column not in frame:
             return None
         scale = 100.0 if metric == "corloc" else 1.0
-        return mean_interval(frame[column].to_numpy(np.float64) * scale, **kw)
+        interval = mean_interval(frame[column].to_numpy(np.float64) * scale, **kw)
+        if not np.isfinite(interval.estimate):  # else "[nan, nan]" would be printed beside the metric
+            raise HarnessError(f"{self.path / PER_IMAGE_FILE} has no defined `{column}` value although "
+                               f"results.json reports {metric}: the run directory mixes two runs; re-run it")
+        return interval
 
 
 def find_runs(paths: list[str | Path], resamples: int = 4000, seed: int = 0) -> list[RunRecord]:
-    """Every ``results.json`` in the given run directories or their parents (any depth)."""
+    """Every ``results.json`` in the given run directories or their parents (any depth), each
+    checked once here (see :func:`~harness.run_files.parse_results`)."""
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
@@ -178,15 +184,21 @@ def find_runs(paths: list[str | Path], resamples: int = 4000, seed: int = 0) -> 
             files.extend(sorted(path.rglob("results.json")))
         else:
             raise HarnessError(f"{path} is neither a run directory nor a folder of runs")
-    runs = []
-    for file in files:
-        try:
-            runs.append(RunRecord(file.parent, json.loads(file.read_text()), resamples, seed))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise HarnessError(f"{file} cannot be read as a results file ({exc})") from None
+    runs = [RunRecord(file.parent, load_results(file), resamples, seed) for file in files]
+    for run in runs:
+        _note_undefined(run)
     if not runs:
         raise HarnessError(f"no results.json found under {', '.join(map(str, paths))}; run `harness run` first")
     return runs
+
+
+def _note_undefined(run: RunRecord) -> None:
+    """A word on stderr for each shown metric a run left undefined (the report shows "–")."""
+    metrics = run.results["metrics"]
+    undefined = [key for key in SHOWN_METRICS if key in metrics and metrics[key] is None]
+    if undefined:
+        log.warning("%s: %s undefined (null: e.g. IoU when every image's union is empty); shown as %s",
+                    run.path / "results.json", ", ".join(undefined), MISSING)
 
 
 def _ordered_datasets(names) -> list[str]:

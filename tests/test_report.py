@@ -98,7 +98,8 @@ def test_compare_refuses_runs_on_different_images(runs_dir, capsys):
     assert main(["compare", str(runs_dir / "r1"), str(runs_dir / "fewer")]) == 2
     err = capsys.readouterr().err
     assert "needs two runs on the same images: 4 only in r1" in err and "Traceback" not in err
-    assert main(["compare", str(runs_dir / "r1"), str(runs_dir / "r5")]) == 2  # saliency vs CorLoc
+    write_run(runs_dir, "boxes", "tokencut", "ecssd", kind="corloc", seed=12)
+    assert main(["compare", str(runs_dir / "r1"), str(runs_dir / "boxes")]) == 2  # saliency vs CorLoc
     assert "share no metric" in capsys.readouterr().err
 
 
@@ -150,3 +151,64 @@ def test_presets_and_protocols_are_rows_of_their_own_and_named(runs_dir, tmp_pat
     table = render_report(find_runs([runs_dir], resamples=200), reference=read_reference(ref))
     table = table.split("## Reproduction: measured vs published")[1].split("## ")[0]
     assert "| -0.093 |" in table and "| -0.068 |" in table and "| -0.061 |" in table
+
+
+def _synthetic_run(out: Path, name: str, *args: str) -> Path:
+    assert main(["run", "--method", "center-prior", "--dataset", "synthetic", "--dataset-args", "count=6",
+                 "--out", str(out), "--name", name, "--no-progress", *args]) == 0
+    return out / name
+
+
+def _edited_copy(run: Path, name: str, edit) -> Path:
+    import json
+    import shutil
+
+    copy = run.with_name(name)
+    shutil.copytree(run, copy)
+    results = json.loads((copy / "results.json").read_text())
+    edit(results)
+    (copy / "results.json").write_text(json.dumps(results))
+    return copy
+
+
+DIFFERENT_DATA = {
+    "dataset": lambda r: r["config"]["dataset"].update(name="ecssd"),
+    "dataset root": lambda r: r["config"]["dataset"].update(root="/data/elsewhere"),
+    "data digest": lambda r: r["config"]["dataset"].update(data_digest="bb" * 16),
+    "protocol": lambda r: r["protocol"].update(version="2.0"),
+}
+
+
+@pytest.mark.parametrize("differs", list(DIFFERENT_DATA))
+def test_compare_refuses_runs_on_other_data_with_the_same_image_ids(tmp_path, capsys, differs):
+    """Matching ids are not matching data: the +45 IoU of two datasets' ground truths is refused."""
+    out = tmp_path / "runs"
+    a = _synthetic_run(out, "a")
+    if differs == "dataset root":  # older runs have no data digest: their roots tell the data apart
+        a = _edited_copy(a, "a-old", lambda r: r["config"]["dataset"].pop("data_digest", None))
+    b = _edited_copy(a, "b", DIFFERENT_DATA[differs])
+    capsys.readouterr()
+    assert main(["compare", str(a), str(b), "--resamples", "200"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{a} and {b} differ in {differs}" in err and "compare runs of one dataset and protocol" in err
+
+
+def test_compare_refuses_two_seeds_of_a_generated_dataset(tmp_path, capsys):
+    out = tmp_path / "runs"
+    a, b = _synthetic_run(out, "a"), _synthetic_run(out, "b", "--dataset-args", "count=6,seed=1")
+    capsys.readouterr()
+    assert main(["compare", str(a), str(b), "--resamples", "200"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "differ in dataset options {'count': 6, " in err and "'seed': 1" in err
+
+
+def test_compare_accepts_runs_on_the_same_data(tmp_path, capsys):
+    """Another method option on the same data compares; so do the same bytes in two folders."""
+    out = tmp_path / "runs"
+    a, b = _synthetic_run(out, "a"), _synthetic_run(out, "b", "--method-args", "sigma=0.1")
+    assert main(["compare", str(a), str(b), "--resamples", "200"]) == 0
+    assert "IoU [" in capsys.readouterr().out
+    same = lambda root: lambda r: r["config"]["dataset"].update(root=root, data_digest="cc" * 16)  # noqa: E731
+    moved_a, moved_b = _edited_copy(a, "a-here", same("/data/here")), _edited_copy(b, "b-there", same("/mnt/there"))
+    assert main(["compare", str(moved_a), str(moved_b), "--resamples", "200"]) == 0
