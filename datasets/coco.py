@@ -17,7 +17,7 @@ import numpy as np
 
 from harness.api import Dataset, Option, Sample
 from harness.errors import DataError, name_some
-from harness.imageio import read_image
+from harness.imageio import list_names, read_image
 
 _IMAGE_ID = re.compile(r"(\d+)\.jpg$", re.IGNORECASE)
 
@@ -72,7 +72,7 @@ class COCO20K(Dataset):
         images = self._path("images", "train2014", "images/train2014")
         if not images.is_dir():
             raise self._fail(f"no images folder {images}")
-        present = {p.name for p in images.iterdir()}
+        present = list_names(images)
         missing = [name for name, _ in entries if name not in present]
         if missing:
             raise self._fail(f"{len(missing)} of the {len(entries)} images in {listing.name} are not in "

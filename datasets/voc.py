@@ -16,7 +16,7 @@ import numpy as np
 
 from harness.api import Dataset, Sample
 from harness.errors import DataError, name_some
-from harness.imageio import image_size, read_image
+from harness.imageio import image_size, list_names, read_image
 
 
 def parse_voc_xml(path: Path) -> tuple[np.ndarray, tuple[int, int], dict[str, list]]:
@@ -108,7 +108,7 @@ class VOCDetection(Dataset):
             folder = self.base / sub
             if not folder.is_dir():
                 raise self._fail(f"no folder {folder}")
-            present = {p.name for p in folder.iterdir()}
+            present = list_names(folder)
             missing = [f"{i}{suffix}" for i in ids if f"{i}{suffix}" not in present]
             if missing:
                 raise self._fail(f"{len(missing)} of the {len(ids)} ids in ImageSets/Main/{self.split}.txt "

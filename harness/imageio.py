@@ -178,6 +178,14 @@ def encode_png(array: np.ndarray, text: dict[str, str] | None = None) -> bytes:
     return buffer.getvalue()
 
 
+def list_names(folder: Path) -> set[str]:
+    """The names of the entries of ``folder``; an unreadable folder is one :class:`DataError`."""
+    try:
+        return {path.name for path in folder.iterdir()}
+    except OSError as exc:
+        raise DataError(f"folder {folder} cannot be listed ({exc.strerror or exc}); make it readable") from None
+
+
 def list_images(folder: Path, *, strict: bool = False) -> dict[str, Path]:
     """Stem -> path for every image file in ``folder`` (not recursive), sorted by stem.
 
@@ -185,7 +193,7 @@ def list_images(folder: Path, *, strict: bool = False) -> dict[str, Path]:
     :class:`DataError` instead of the first one silently winning.
     """
     found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
+    for path in sorted(folder / name for name in list_names(folder)):
         if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
             if strict and path.stem in found:
                 raise DataError(

@@ -20,7 +20,7 @@ import numpy as np
 
 from harness.api import Method, Option, Prediction, Sample
 from harness.errors import DataError, PluginError, name_some
-from harness.imageio import PREDICTION_SUFFIXES, _open, image_size, inspect_file, read_soft_mask
+from harness.imageio import PREDICTION_SUFFIXES, _open, image_size, inspect_file, list_names, read_soft_mask
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class MaskFolder(Method):
         return " or ".join(str(self.folder / name) for name in example)
 
     def _find(self, ids: list[str]) -> dict[str, Path]:
-        present = {p.name for p in self.folder.iterdir()}
+        present = list_names(self.folder)
         missing, paths = [], {}
         for sample_id in ids:
             found = [name for name in self._candidates(sample_id) if name in present]
