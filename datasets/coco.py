@@ -31,9 +31,11 @@ class COCO20K(Dataset):
     default_evaluators: ClassVar[tuple[str, ...]] = ("corloc",)
     split: ClassVar[str] = "train2014-20k"
     options = (
-        Option("filenames", None, "the image list (default <root>/coco_20k_filenames.txt)", type=Path),
-        Option("annotations", None, "instances JSON (default <root>/annotations/instances_train2014.json)", type=Path),
-        Option("images", None, "images folder (default <root>/train2014, else <root>/images/train2014)", type=Path),
+        Option("filenames", None, "the image list, relative to the root or absolute (default <root>/coco_20k_filenames.txt)"),
+        Option("annotations", None, "instances JSON, relative to the root or absolute "
+               "(default <root>/annotations/instances_train2014.json)"),
+        Option("images", None, "images folder, relative to the root or absolute "
+               "(default <root>/train2014, else <root>/images/train2014)"),
     )
 
     def __init__(self, root: str | Path | None = None, **config: Any) -> None:
@@ -43,7 +45,7 @@ class COCO20K(Dataset):
         return DataError(f"dataset {self.name!r}: {message} (expected layout: {self.layout})")
 
     def _path(self, option: str, *defaults: str) -> Path:
-        given = self.config[option]
+        given = Path(self.config[option]).expanduser() if self.config[option] is not None else None
         if given is not None:
             return given if given.is_absolute() else self.root / given
         candidates = [self.root / d for d in defaults]

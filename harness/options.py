@@ -4,8 +4,10 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
+import os
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from harness.errors import PluginError
@@ -39,8 +41,15 @@ def _parse_int(value: Any) -> int:
     return int(value)
 
 
+def _parse_path(value: Any) -> Path:
+    """A file or folder, made absolute: a run's identity must not depend on the directory the
+    command was typed in."""
+    return Path(os.path.abspath(Path(value).expanduser()))
+
+
 #: The checked converter used for each plain Python type.
-_CONVERTERS: dict[type, Callable[[Any], Any]] = {bool: _parse_bool, float: _parse_float, int: _parse_int}
+_CONVERTERS: dict[type, Callable[[Any], Any]] = {bool: _parse_bool, float: _parse_float, int: _parse_int,
+                                                 Path: _parse_path}
 
 
 @dataclass(frozen=True)

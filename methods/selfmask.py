@@ -44,6 +44,7 @@ Presets (``preset=``): ``harness`` (default) and ``selfmask``, the released code
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -190,7 +191,7 @@ class SelfMask(TrainableMethod):
     version = "2"  # native-resolution inference, SelfMask's position-embedding rule; preset, lr_schedule
     options = (
         Option("checkpoint", None, "trained checkpoint (checkpoint_last.pt of `harness train`, or a state dict "
-                                   "saved by SelfMask's code such as selfmask_nq20_model.pt, converted on load)"),
+                                   "saved by SelfMask's code such as selfmask_nq20_model.pt, converted on load)", type=Path),
         Option("pseudo_masks", None, "training pseudo-masks: a run directory, a folder of masks or a COCO-RLE "
                                      "JSON (`harness train --pseudo-masks` sets it)"),
         Option("preset", "harness", "conventions: harness (ranking loss that asks better masks to score higher, "
@@ -465,7 +466,6 @@ RELEASED_BACKBONES = {(384, 8): "dino-vits8-300ep", (384, 16): "dino-vits16", (7
 def _read_released(path) -> dict | None:
     """A state dict saved by SelfMask's code as a checkpoint-like dict, or ``None`` if the file
     is something else (a harness checkpoint, or junk for ``load_checkpoint`` to report)."""
-    from pathlib import Path
 
     from harness.methods.selfmask_model import convert_selfmask_state, selfmask_geometry, unwrap_selfmask_state
     from harness.training.checkpoint import read_foreign_state

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -104,7 +105,7 @@ class Sempart(TrainableMethod):
     crop_consistency = False
     options = (
         Option("checkpoint", None, "checkpoint_last.pt of `harness train`, or a segmentation-tricks head "
-               "(.pth holding 'segmenter_state_dict'; backbone implied by its shapes, dino-vits8 for the released ones)"),
+               "(.pth holding 'segmenter_state_dict'; backbone implied by its shapes, dino-vits8 for the released ones)", type=Path),
         Option("preset", "harness", "harness: aspect kept (shorter side image_size), BatchNorm eval mode, polarity "
                "fixed per checkpoint, random crop position; segtricks: segmentation-tricks' conventions: an "
                "image_size square input, BatchNorm statistics and polarity (mean > 0.5 inverts) of each evaluation "
