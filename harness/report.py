@@ -24,7 +24,7 @@ import numpy as np
 
 from harness.bootstrap import Interval, max_mean_curve_interval, mean_interval
 from harness.errors import HarnessError
-from harness.run_files import PER_IMAGE_FILE, load_results, read_histograms, read_per_image
+from harness.run_files import PER_IMAGE_FILE, load_results, read_histograms, read_per_image, read_run_file
 
 log = logging.getLogger(__name__)
 
@@ -181,11 +181,15 @@ def find_runs(paths: list[str | Path], resamples: int = 4000, seed: int = 0) -> 
         elif (path / "results.json").is_file():
             files.append(path / "results.json")
         elif path.is_dir():
-            files.extend(sorted(path.rglob("results.json")))
+            # hidden folders are a run being written (.<name>.partial-*) or one being replaced
+            files.extend(sorted(f for f in path.rglob("results.json")
+                                if not any(part.startswith(".") for part in f.relative_to(path).parts)))
         else:
             raise HarnessError(f"{path} is neither a run directory nor a folder of runs")
     runs = [RunRecord(file.parent, load_results(file), resamples, seed) for file in files]
     for run in runs:
+        for name in run.results.get("files", {}):  # a file of another run is refused even if no table reads it
+            read_run_file(run.path, name, run.results)
         _note_undefined(run)
     if not runs:
         raise HarnessError(f"no results.json found under {', '.join(map(str, paths))}; run `harness run` first")

@@ -405,3 +405,24 @@ def test_transposed_mask_size_mentions_exif_orientation(tmp_path, capsys):
     root = _folder(tmp_path / "data")
     Image.fromarray(np.zeros((40, 30), np.uint8)).save(root / "masks" / "im0.png")
     _fails(capsys, _run_args(tmp_path, root), "im0.png", "30x40", "EXIF orientation")
+
+
+def test_report_ignores_staging_folders_and_refuses_a_mixed_run_without_reading_tables(tmp_path, capsys):
+    """A staging folder left by a killed run is not a run; a per_image.csv of another run is
+    refused even when no table or interval would read it."""
+    import shutil
+
+    args = ["run", "--method", "center-prior", "--dataset", "synthetic", "--dataset-args", "count=4",
+            "--out", str(tmp_path / "runs"), "--name", "a", "--no-progress"]
+    assert main(args) == 0
+    assert main([*args[:6], "count=5", *args[7:10], "b", "--no-progress"]) == 0
+    shutil.copytree(tmp_path / "runs" / "b", tmp_path / "runs" / ".a.partial-xyz")
+    from harness.report import find_runs
+
+    assert sorted(run.path.name for run in find_runs([tmp_path / "runs"])) == ["a", "b"]
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "runs"), "--no-intervals", "--no-figures"]) == 0
+    assert "partial" not in capsys.readouterr().out
+    shutil.copy(tmp_path / "runs" / "b" / "per_image.csv", tmp_path / "runs" / "a" / "per_image.csv")
+    _fails(capsys, ["report", str(tmp_path / "runs"), "--no-intervals", "--no-figures"],
+           "per_image.csv does not belong to", "mixes two runs")

@@ -33,8 +33,10 @@ class CompareCommand(Command):
                 raise HarnessError(f"{path} holds {len(found)} runs; give one run directory")
             runs.append(found[0])
         a, b = runs
+        intervals = compare_runs(a, b, args.resamples, args.seed)  # refuses unpaired runs before printing
         print(f"A = {a.row_label} ({a.path.name})\nB = {b.row_label} ({b.path.name})\n"
-              f"A - B on {len(a.per_image)} images, 95% paired bootstrap interval ({args.resamples} resamples):")
-        for line in format_comparison(compare_runs(a, b, args.resamples, args.seed)):
+              f"A - B on {a.results['counts']['images']} images, 95% paired bootstrap interval "
+              f"({args.resamples} resamples):")
+        for line in format_comparison(intervals):
             print(f"  {line}")
         return 0

@@ -167,10 +167,9 @@ class RunPseudoMasks(PseudoMaskSource):
 
     def __init__(self, path: Path):
         super().__init__(path)
-        try:
-            self.results = json.loads((path / "results.json").read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DataError(f"--pseudo-masks {path}: results.json cannot be read ({exc})") from None
+        from harness.run_files import load_results
+
+        self.results = load_results(path / "results.json")
         self.spec = self.results.get("spec")
         if not self.spec:
             raise DataError(f"--pseudo-masks {path}: results.json does not record its request (an older harness "
