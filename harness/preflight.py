@@ -1,8 +1,9 @@
 """What ``harness run`` checks before it writes anything: every data file the run will read.
 
-Each file the dataset names (:meth:`harness.api.Dataset.files`) is read once: its structure is
-checked without decoding (PNG checksums, a JPEG's end marker, an ``.npy`` header and length)
-and its bytes are hashed. The hashes make the run's ``data_digest``, part of its identity, so
+Each file the dataset names (:meth:`harness.api.Dataset.files`) is read: its structure is
+checked without decoding (PNG checksums, a JPEG's end marker, an ``.npy`` header and length),
+ground-truth masks are decoded with their value rules (:func:`harness.imageio.read_mask`), and
+every file's bytes are hashed. The hashes make the run's ``data_digest``, part of its identity, so
 two runs on different data never share a name; the image headers give each image's size, so a
 method can refuse an image it cannot handle (too small, a graph too large) before it starts.
 """
@@ -12,7 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from harness.imageio import inspect_file
+from harness.imageio import inspect_file, read_mask
 
 
 @dataclass
@@ -49,6 +50,8 @@ def check_data(dataset, ids: list[str], progress: bool | None = None) -> DataChe
             digest, hw = inspect_file(path, "image" if k == 0 else "label file")
             if k == 0 and hw is not None:
                 sizes[sample_id] = hw
+            elif hw is not None:  # a ground-truth mask: small, so decoded now with its value rules
+                read_mask(path)
             total.update(json.dumps([path.name, digest]).encode())
     bar.close()
     return DataCheck(total.hexdigest(), sizes)

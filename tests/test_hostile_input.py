@@ -426,3 +426,16 @@ def test_report_ignores_staging_folders_and_refuses_a_mixed_run_without_reading_
     shutil.copy(tmp_path / "runs" / "b" / "per_image.csv", tmp_path / "runs" / "a" / "per_image.csv")
     _fails(capsys, ["report", str(tmp_path / "runs"), "--no-intervals", "--no-figures"],
            "per_image.csv does not belong to", "mixes two runs")
+
+
+def test_bad_ground_truth_found_before_any_cache_entry(tmp_path, capsys):
+    """A mask that only decoding can refuse (a palette of several classes) stops the run before
+    the first image is predicted: no cache entry for the images before it."""
+    root = _folder(tmp_path / "data", n=4)
+    index = np.zeros((30, 40), np.uint8)
+    index[5:20, 10:20], index[5:20, 20:30] = 1, 2
+    img = Image.fromarray(index, mode="P")
+    img.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [0, 0, 0] * 253)
+    img.save(root / "masks" / "im3.png")
+    _fails(capsys, _run_args(tmp_path, root), "im3.png", "3 colours")
+    _nothing_written(tmp_path)
