@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 from harness.registry import reset_registry
+
+# --import-mode=importlib does not put tests/ on sys.path; the helper modules beside the tests need it
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _shared_data() -> Path | None:

@@ -8,35 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.cli import main
-
-
-def _folder(root: Path, n: int = 3, size=(40, 30)) -> Path:
-    """A valid `folder` dataset: root/images/*.png, root/masks/*.png."""
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(root / "images" / f"im{i}.png")
-        mask = np.zeros((size[1], size[0]), np.uint8)
-        mask[5:20, 10:30] = 255
-        Image.fromarray(mask).save(root / "masks" / f"im{i}.png")
-    return root
-
-
-def _run(tmp_path: Path, root: Path, *extra: str) -> list[str]:
-    return ["run", "--method", "center-prior", "--dataset", "folder", "--data-root", str(root),
-            "--out", str(tmp_path / "runs"), "--no-progress", *extra]
-
-
-def _fails(capsys, argv: list[str], *fragments: str) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    for fragment in fragments:
-        assert fragment in err, err
-    return err
+from cli_cases import fails, folder_dataset, run_args
 
 
 def _no_results(tmp_path: Path) -> None:
@@ -49,50 +21,50 @@ def _no_results(tmp_path: Path) -> None:
     ids=["zero-byte", "not-an-image"],
 )
 def test_unreadable_image_files(tmp_path, capsys, content, fragment):
-    root = _folder(tmp_path / "data")
+    root = folder_dataset(tmp_path / "data")
     (root / "images" / "im1.png").write_bytes(content)
-    _fails(capsys, _run(tmp_path, root), "im1.png", fragment)
+    fails(capsys, run_args(tmp_path, root), "im1.png", fragment)
     _no_results(tmp_path)
 
 
 def test_truncated_image(tmp_path, capsys):
-    root = _folder(tmp_path / "data", size=(200, 150))
+    root = folder_dataset(tmp_path / "data", size=(200, 150))
     path = root / "images" / "im2.png"
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
-    _fails(capsys, _run(tmp_path, root), "im2.png")
+    fails(capsys, run_args(tmp_path, root), "im2.png")
     _no_results(tmp_path)
 
 
 def test_mask_of_another_size(tmp_path, capsys):
-    root = _folder(tmp_path / "data")
+    root = folder_dataset(tmp_path / "data")
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(root / "masks" / "im0.png")
-    _fails(capsys, _run(tmp_path, root), "im0.png", "10x10", "40x30")
+    fails(capsys, run_args(tmp_path, root), "im0.png", "10x10", "40x30")
 
 
 def test_mask_with_several_channels(tmp_path, capsys):
-    root = _folder(tmp_path / "data")
+    root = folder_dataset(tmp_path / "data")
     rgb = np.zeros((30, 40, 3), np.uint8)
     rgb[..., 0] = 255
     Image.fromarray(rgb).save(root / "masks" / "im1.png")
-    _fails(capsys, _run(tmp_path, root), "im1.png", "RGB image with 1 colour ", "grayscale")
+    fails(capsys, run_args(tmp_path, root), "im1.png", "RGB image with 1 colour ", "grayscale")
 
 
 def test_image_without_a_mask(tmp_path, capsys):
-    root = _folder(tmp_path / "data")
+    root = folder_dataset(tmp_path / "data")
     (root / "masks" / "im2.png").unlink()
-    _fails(capsys, _run(tmp_path, root), "im2")
+    fails(capsys, run_args(tmp_path, root), "im2")
 
 
 def test_empty_dataset_folder(tmp_path, capsys):
     root = tmp_path / "data"
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
-    _fails(capsys, _run(tmp_path, root), str(root / "images"))
+    fails(capsys, run_args(tmp_path, root), str(root / "images"))
 
 
 @pytest.mark.parametrize("limit", ["0", "-3"])
 def test_non_positive_limit(tmp_path, capsys, limit):
-    _fails(capsys, ["run", "--method", "center-prior", "--dataset", "synthetic", "--limit", limit,
+    fails(capsys, ["run", "--method", "center-prior", "--dataset", "synthetic", "--limit", limit,
                     "--out", str(tmp_path / "runs")], f"--limit {limit}", "positive")
 
 
@@ -106,28 +78,28 @@ def test_non_positive_limit(tmp_path, capsys, limit):
     ids=["method", "post", "dataset", "evaluator", "backbone"],
 )
 def test_unknown_names_get_suggestions(tmp_path, capsys, args, fragment):
-    _fails(capsys, ["run", *args, "--out", str(tmp_path / "runs")], fragment)
+    fails(capsys, ["run", *args, "--out", str(tmp_path / "runs")], fragment)
 
 
 def test_malformed_method_args(tmp_path, capsys):
-    _fails(capsys, ["run", "--method", "center-prior", "--dataset", "synthetic", "--method-args", "sigma:0.3"],
+    fails(capsys, ["run", "--method", "center-prior", "--dataset", "synthetic", "--method-args", "sigma:0.3"],
            "--method-args", "key=value")
 
 
 def test_option_the_plugin_does_not_have(tmp_path, capsys):
-    _fails(capsys, ["run", "--method", "center-prior", "--dataset", "synthetic", "--method-args", "sigmaa=0.3"],
+    fails(capsys, ["run", "--method", "center-prior", "--dataset", "synthetic", "--method-args", "sigmaa=0.3"],
            "has no option 'sigmaa'", "Did you mean sigma")
 
 
 def test_option_of_the_wrong_type(tmp_path, capsys):
-    _fails(capsys, ["run", "--method", "center-prior", "--dataset", "synthetic", "--method-args", "sigma=wide"],
+    fails(capsys, ["run", "--method", "center-prior", "--dataset", "synthetic", "--method-args", "sigma=wide"],
            "sigma='wide' is not a valid float")
 
 
 def test_checkpoint_that_is_not_a_checkpoint(tmp_path, capsys):
     junk = tmp_path / "model.pt"
     junk.write_bytes(b"\x00" * 64)
-    _fails(capsys, ["run", "--method", "sempart", "--method-args", f"checkpoint={junk}", "--dataset", "synthetic",
+    fails(capsys, ["run", "--method", "sempart", "--method-args", f"checkpoint={junk}", "--dataset", "synthetic",
                     "--out", str(tmp_path / "runs")], "is not a harness checkpoint")
 
 
@@ -143,7 +115,7 @@ def test_predictions_with_nan_or_inf(tmp_path, capsys):
         if k == 2:
             mask[0, 0] = np.inf
         np.save(preds / f"{sample.id}.npy", mask)
-    _fails(capsys, ["run", "--method", "masks", "--method-args", f"dir={preds}", "--dataset", "synthetic",
+    fails(capsys, ["run", "--method", "masks", "--method-args", f"dir={preds}", "--dataset", "synthetic",
                     "--dataset-args", "count=3", "--out", str(tmp_path / "runs"), "--no-progress"],
            "NaN or infinite", "synthetic_0001")
     _no_results(tmp_path)
@@ -152,5 +124,5 @@ def test_predictions_with_nan_or_inf(tmp_path, capsys):
 def test_output_directory_that_cannot_be_written(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    _fails(capsys, ["run", "--method", "center-prior", "--dataset", "synthetic", "--out", str(blocker / "runs")],
+    fails(capsys, ["run", "--method", "center-prior", "--dataset", "synthetic", "--out", str(blocker / "runs")],
            "cannot write to", "--out")

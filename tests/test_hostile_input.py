@@ -16,36 +16,9 @@ import pytest
 from PIL import Image
 
 from harness.cli import main
+from cli_cases import fails, folder_dataset, run_args
 from harness.errors import DataError, HarnessError
 from harness.imageio import read_mask, read_soft_mask
-
-
-def _folder(root: Path, n: int = 3, size=(40, 30)) -> Path:
-    """A valid ``folder`` dataset with a foreground rectangle in every mask."""
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(root / "images" / f"im{i}.png")
-        mask = np.zeros((size[1], size[0]), np.uint8)
-        mask[5:20, 10:30] = 255
-        Image.fromarray(mask).save(root / "masks" / f"im{i}.png")
-    return root
-
-
-def _run_args(tmp_path: Path, root: Path, *extra: str, method: str = "center-prior") -> list[str]:
-    return ["run", "--method", method, "--dataset", "folder", "--data-root", str(root),
-            "--out", str(tmp_path / "runs"), "--no-progress", *extra]
-
-
-def _fails(capsys, argv: list[str], *fragments: str) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    for fragment in fragments:
-        assert fragment in err, err
-    return err
 
 
 def _nothing_written(tmp_path: Path) -> None:
@@ -87,7 +60,7 @@ def test_palette_mask_with_several_classes_is_refused(tmp_path):
 
 def test_palette_ground_truth_scores_as_its_foreground(tmp_path, capsys):
     """The palette masks' own foreground, given as predictions, scores IoU 1 (luminance: 0)."""
-    root = _folder(tmp_path / "data")
+    root = folder_dataset(tmp_path / "data")
     preds = tmp_path / "preds"
     preds.mkdir()
     for path in (root / "masks").iterdir():
@@ -95,7 +68,7 @@ def test_palette_ground_truth_scores_as_its_foreground(tmp_path, capsys):
         img = Image.fromarray((np.asarray(Image.open(path)) > 0).astype(np.uint8), mode="P")
         img.putpalette([0, 0, 0, 128, 0, 0] + [0, 0, 0] * 254)
         img.save(path)
-    assert main(_run_args(tmp_path, root, "--method-args", f"dir={preds}", method="masks")) == 0
+    assert main(run_args(tmp_path, root, "--method-args", f"dir={preds}", method="masks")) == 0
     run_dir = next((tmp_path / "runs").iterdir())
     assert json.loads((run_dir / "results.json").read_text())["metrics"]["iou"] == 1.0
 
@@ -103,7 +76,7 @@ def test_palette_ground_truth_scores_as_its_foreground(tmp_path, capsys):
 def test_png_with_a_flipped_byte_is_refused_not_scored(tmp_path, capsys):
     """A compressible mask whose pixel data has one bit flipped: Pillow alone decodes it to other
     pixels; the harness checks the chunk's CRC and refuses it before writing anything."""
-    root = _folder(tmp_path / "data")
+    root = folder_dataset(tmp_path / "data")
     path = root / "masks" / "im1.png"
     original = np.asarray(Image.open(path))
     corrupted = _flip_in_idat(path.read_bytes())
@@ -111,7 +84,7 @@ def test_png_with_a_flipped_byte_is_refused_not_scored(tmp_path, capsys):
     with Image.open(io.BytesIO(corrupted)) as img:  # the premise: Pillow alone decodes other pixels
         img.load()
         assert np.count_nonzero(np.asarray(img) != original) > 100
-    _fails(capsys, _run_args(tmp_path, root), "im1.png", "corrupted PNG", "checksum")
+    fails(capsys, run_args(tmp_path, root), "im1.png", "corrupted PNG", "checksum")
     _nothing_written(tmp_path)
 
 
@@ -154,20 +127,20 @@ def test_run_directory_is_replaced_whole_never_mixed(tmp_path, capsys, monkeypat
 
 def test_data_digest_separates_runs_on_different_bytes(tmp_path, capsys):
     """Same dataset name and path, one mask changed: another data digest, another run folder."""
-    root = _folder(tmp_path / "data")
-    assert main(_run_args(tmp_path, root)) == 0
+    root = folder_dataset(tmp_path / "data")
+    assert main(run_args(tmp_path, root)) == 0
     mask = np.zeros((30, 40), np.uint8)
     mask[0:10, 0:10] = 255
     Image.fromarray(mask).save(root / "masks" / "im2.png")
-    assert main(_run_args(tmp_path, root)) == 0
+    assert main(run_args(tmp_path, root)) == 0
     runs = sorted((tmp_path / "runs").iterdir())
     digests = {json.loads((r / "results.json").read_text())["config"]["dataset"]["data_digest"] for r in runs}
     assert len(runs) == 2 and len(digests) == 2
 
 
 def test_relative_data_root_is_recorded_absolute(tmp_path, capsys, monkeypatch):
-    root = _folder(tmp_path / "data")
-    assert main(_run_args(tmp_path, root)) == 0
+    root = folder_dataset(tmp_path / "data")
+    assert main(run_args(tmp_path, root)) == 0
     monkeypatch.chdir(tmp_path)
     assert main(["run", "--method", "center-prior", "--dataset", "folder", "--data-root", "data",
                  "--out", str(tmp_path / "runs"), "--no-progress"]) == 0
@@ -283,7 +256,7 @@ def test_cache_made_read_only_half_way_is_one_error_and_no_run(tmp_path, capsys,
         return real(path, data)
 
     monkeypatch.setattr(cache_module, "atomic_write_bytes", read_only_after_two)
-    _fails(capsys, ["run", "--method", "center-prior", "--dataset", "synthetic", "--dataset-args", "count=4",
+    fails(capsys, ["run", "--method", "center-prior", "--dataset", "synthetic", "--dataset-args", "count=4",
                     "--out", str(tmp_path / "runs"), "--no-progress"], "cannot write cache entry", "--cache-dir")
     assert not (tmp_path / "runs").exists()
 
@@ -291,27 +264,27 @@ def test_cache_made_read_only_half_way_is_one_error_and_no_run(tmp_path, capsys,
 # ---- errors that must be one sentence, before anything is written -------------------------
 @pytest.mark.parametrize("name", ["../x", "/abs/run", ".", "..", "a/b", ".hidden", "x" * 300])
 def test_name_must_be_one_folder_inside_out(tmp_path, capsys, name):
-    _fails(capsys, ["run", "--method", "center-prior", "--dataset", "synthetic", "--out", str(tmp_path / "runs"),
+    fails(capsys, ["run", "--method", "center-prior", "--dataset", "synthetic", "--out", str(tmp_path / "runs"),
                     "--name", name, "--no-progress"], "--name")
     assert not (tmp_path / "runs").exists() and not (tmp_path / "x").exists()
 
 
 def test_truncated_image_found_up_front_leaves_nothing(tmp_path, capsys):
-    root = _folder(tmp_path / "data", n=4, size=(200, 150))
+    root = folder_dataset(tmp_path / "data", n=4, size=(200, 150))
     path = root / "images" / "im3.png"
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
-    _fails(capsys, _run_args(tmp_path, root), "im3.png")
+    fails(capsys, run_args(tmp_path, root), "im3.png")
     _nothing_written(tmp_path)
 
 
 def test_method_that_fails_mid_run_leaves_no_run_folder(tmp_path, capsys):
     preds = tmp_path / "preds"
-    root = _folder(tmp_path / "data", n=3)
+    root = folder_dataset(tmp_path / "data", n=3)
     preds.mkdir()
     for i in range(3):
         np.save(preds / f"im{i}.npy", np.full((30, 40), 0.5, np.float32))
     np.save(preds / "im2.npy", np.full((30, 40), np.nan, np.float32))
-    _fails(capsys, _run_args(tmp_path, root, "--method-args", f"dir={preds}", "--post", "gf", method="masks"),
+    fails(capsys, run_args(tmp_path, root, "--method-args", f"dir={preds}", "--post", "gf", method="masks"),
            "im2.npy", "NaN")
     _nothing_written(tmp_path)  # read up front: not even the post cache of im0 and im1
 
@@ -334,17 +307,17 @@ def test_plugin_that_raises_is_named_with_the_image(tmp_path, capsys):
     module = types.ModuleType("crashing_plugin")
     module.harness_methods = hookimpl(lambda: [Crashing])
     registry_module._REGISTRY = Registry(autoload=False, extra=[(module, "crashing-dist 0.1")])
-    _fails(capsys, ["run", "--method", "crashing", "--dataset", "synthetic", "--dataset-args", "count=3",
+    fails(capsys, ["run", "--method", "crashing", "--dataset", "synthetic", "--dataset-args", "count=3",
                     "--out", str(tmp_path / "runs"), "--no-progress"],
            "method 'crashing' failed on image 'synthetic_0001'", "ZeroDivisionError")
     assert not (tmp_path / "runs").exists()
 
 
 def test_decompression_bomb_is_refused_naming_the_image(tmp_path, capsys):
-    root = _folder(tmp_path / "data", n=2)
+    root = folder_dataset(tmp_path / "data", n=2)
     Image.new("1", (10000, 9000)).save(root / "images" / "im1.png")  # 90 Mpx, a few kB on disk
     Image.new("L", (10000, 9000)).save(root / "masks" / "im1.png")
-    _fails(capsys, _run_args(tmp_path, root), "im1.png", "90000000 pixels", "downscale")
+    fails(capsys, run_args(tmp_path, root), "im1.png", "90000000 pixels", "downscale")
     _nothing_written(tmp_path)
 
 
@@ -356,33 +329,33 @@ def test_patch_graph_too_large_or_too_small_is_refused_up_front(tmp_path, capsys
 
     with pytest.raises(HarnessError, match=r"image 'big' is 8000x8000 pixels: 250000 patches .* GiB, above the limit"):
         TokenCut().check_image_sizes({"small": (480, 640), "big": (8000, 8000)}, Stride16())
-    root = _folder(tmp_path / "data", n=2, size=(64, 48))
+    root = folder_dataset(tmp_path / "data", n=2, size=(64, 48))
     Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(root / "images" / "im1.png")
     Image.fromarray(np.zeros((1, 1), np.uint8)).save(root / "masks" / "im1.png")
-    _fails(capsys, _run_args(tmp_path, root, "--backbone", "effnet-lite0", method="tokencut"),
+    fails(capsys, run_args(tmp_path, root, "--backbone", "effnet-lite0", method="tokencut"),
            "image 'im1' is 1x1 pixels", "too few")
     _nothing_written(tmp_path)
     monkeypatch.setenv("HARNESS_MAX_GRAPH_GIB", "0.000001")
     Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(root / "images" / "im1.png")
     Image.fromarray(np.zeros((48, 64), np.uint8)).save(root / "masks" / "im1.png")
-    _fails(capsys, _run_args(tmp_path, root, "--backbone", "effnet-lite0", method="tokencut"),
+    fails(capsys, run_args(tmp_path, root, "--backbone", "effnet-lite0", method="tokencut"),
            "image 'im0'", "HARNESS_MAX_GRAPH_GIB")
 
 
 def test_empty_npy_prediction_is_one_sentence(tmp_path, capsys):
-    root = _folder(tmp_path / "data", n=2)
+    root = folder_dataset(tmp_path / "data", n=2)
     preds = tmp_path / "preds"
     preds.mkdir()
     np.save(preds / "im0.npy", np.full((30, 40), 0.5, np.float32))
     np.save(preds / "im1.npy", np.zeros((0, 0), np.float32))
-    _fails(capsys, _run_args(tmp_path, root, "--method-args", f"dir={preds}", method="masks"), "im1.npy", "non-empty")
+    fails(capsys, run_args(tmp_path, root, "--method-args", f"dir={preds}", method="masks"), "im1.npy", "non-empty")
     (preds / "im1.npy").write_bytes(b"")
-    _fails(capsys, _run_args(tmp_path, root, "--method-args", f"dir={preds}", method="masks"), "im1.npy", "empty")
+    fails(capsys, run_args(tmp_path, root, "--method-args", f"dir={preds}", method="masks"), "im1.npy", "empty")
     _nothing_written(tmp_path)
 
 
 def test_unreadable_folder_is_one_sentence(tmp_path, capsys, monkeypatch):
-    root = _folder(tmp_path / "data")
+    root = folder_dataset(tmp_path / "data")
     real = Path.iterdir
 
     def denied(self):
@@ -391,7 +364,7 @@ def test_unreadable_folder_is_one_sentence(tmp_path, capsys, monkeypatch):
         return real(self)
 
     monkeypatch.setattr(Path, "iterdir", denied)
-    _fails(capsys, _run_args(tmp_path, root), str(root / "masks"), "cannot be listed", "Permission denied")
+    fails(capsys, run_args(tmp_path, root), str(root / "masks"), "cannot be listed", "Permission denied")
 
 
 def test_seed_beyond_64_bits_is_refused_by_the_api(tmp_path):
@@ -402,9 +375,9 @@ def test_seed_beyond_64_bits_is_refused_by_the_api(tmp_path):
 
 
 def test_transposed_mask_size_mentions_exif_orientation(tmp_path, capsys):
-    root = _folder(tmp_path / "data")
+    root = folder_dataset(tmp_path / "data")
     Image.fromarray(np.zeros((40, 30), np.uint8)).save(root / "masks" / "im0.png")
-    _fails(capsys, _run_args(tmp_path, root), "im0.png", "30x40", "EXIF orientation")
+    fails(capsys, run_args(tmp_path, root), "im0.png", "30x40", "EXIF orientation")
 
 
 def test_report_ignores_staging_folders_and_refuses_a_mixed_run_without_reading_tables(tmp_path, capsys):
@@ -424,18 +397,18 @@ def test_report_ignores_staging_folders_and_refuses_a_mixed_run_without_reading_
     assert main(["report", str(tmp_path / "runs"), "--no-intervals", "--no-figures"]) == 0
     assert "partial" not in capsys.readouterr().out
     shutil.copy(tmp_path / "runs" / "b" / "per_image.csv", tmp_path / "runs" / "a" / "per_image.csv")
-    _fails(capsys, ["report", str(tmp_path / "runs"), "--no-intervals", "--no-figures"],
+    fails(capsys, ["report", str(tmp_path / "runs"), "--no-intervals", "--no-figures"],
            "per_image.csv does not belong to", "mixes two runs")
 
 
 def test_bad_ground_truth_found_before_any_cache_entry(tmp_path, capsys):
     """A mask that only decoding can refuse (a palette of several classes) stops the run before
     the first image is predicted: no cache entry for the images before it."""
-    root = _folder(tmp_path / "data", n=4)
+    root = folder_dataset(tmp_path / "data", n=4)
     index = np.zeros((30, 40), np.uint8)
     index[5:20, 10:20], index[5:20, 20:30] = 1, 2
     img = Image.fromarray(index, mode="P")
     img.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [0, 0, 0] * 253)
     img.save(root / "masks" / "im3.png")
-    _fails(capsys, _run_args(tmp_path, root), "im3.png", "3 colours")
+    fails(capsys, run_args(tmp_path, root), "im3.png", "3 colours")
     _nothing_written(tmp_path)
