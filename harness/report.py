@@ -15,6 +15,7 @@ shown beside the measured ones with their difference.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -394,9 +395,18 @@ def _changed_options(run: RunRecord) -> str:
             continue
         entry = next((e for e in get_registry().entries(kind) if e.name == ident["name"]), None)
         defaults = {o.name: o.default for o in entry.cls.options} if entry is not None and entry.cls else {}
-        parts += [f"{k}={v}" for k, v in sorted(ident.get("config", {}).items())
+        parts += [f"{k}={_shown(v)}" for k, v in sorted(ident.get("config", {}).items())
                   if k not in defaults or str(defaults[k]) != str(v)]
     return ", ".join(parts)
+
+
+def _shown(value) -> str:
+    """An option's value for a note: absolute paths under the current directory shown relative
+    to it (runs record absolute paths; a report read beside them should not print the machine's)."""
+    text = str(value)
+    if os.path.isabs(text) and not os.path.relpath(text).startswith(".."):
+        return os.path.relpath(text)
+    return text
 
 
 def _notes(runs: list[RunRecord], intervals: bool) -> list[str]:
