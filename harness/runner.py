@@ -26,7 +26,7 @@ from harness.preflight import check_data
 from harness.registry import Registry, get_registry
 from harness.results import SCHEMA_VERSION, environment_versions, git_sha, utc_now, write_run_files
 from harness.storage import check_writable, staged_directory
-from harness.training import distributed
+from harness import distributed
 
 log = logging.getLogger(__name__)
 

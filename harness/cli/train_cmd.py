@@ -62,7 +62,7 @@ Then evaluate the last checkpoint:
             pseudo_masks=args.pseudo_masks,
         )
         out = train(spec)
-        from harness.training.distributed import from_environment
+        from harness.distributed import from_environment
 
         if from_environment().is_main:
             print(f"checkpoints and losses.csv in {out}")

@@ -22,7 +22,7 @@ from harness.errors import HarnessError
 from harness.registry import Registry, get_registry
 from harness.runner import resolve_device, seed_everything
 from harness.storage import atomic_write_json, atomic_write_text, check_writable
-from harness.training import distributed
+from harness import distributed
 from harness.training.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)

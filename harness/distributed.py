@@ -66,16 +66,6 @@ def gather_to_main(obj: Any, info: DistInfo) -> list[Any] | None:
     return out
 
 
-def broadcast_from_main(obj: Any, info: DistInfo) -> Any:
-    if not info.enabled:
-        return obj
-    import torch.distributed as dist
-
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def mean_across_ranks(values: dict[str, float], info: DistInfo) -> dict[str, float]:
     """Average a dict of floats over ranks (same keys everywhere)."""
     if not info.enabled:
