@@ -14,34 +14,55 @@ import tempfile
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process's umask, read when a file is written (never at import: a program may set
+    its umask after importing the harness).
+
+    On Linux it is read from ``/proc/self/status``, which changes nothing. Elsewhere it is
+    read by setting and restoring it; ``os.umask`` is process-wide, so a file another thread
+    creates in between gets the restrictive probe mask 0o077, never a permissive one.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)
     os.umask(mask)
     return mask
 
 
-_FILE_MODE = 0o666 & ~_umask()
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically; create parent folders as needed."""
+@contextmanager
+def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file handle whose bytes replace ``path`` whole when the block ends without an
+    error; on any error (Ctrl-C included) ``path`` is left as it was and the temporary file is
+    removed. The file gets the permissions ``open`` would give (0o666 less the umask), not
+    ``mkstemp``'s 0o600. Parent folders are created as needed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600 files; results are meant to be shared
+        os.fchmod(fd, 0o666 & ~_umask())  # results, caches and weights are meant to be shared
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_writer`)."""
+    with atomic_writer(path) as handle:
+        handle.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -76,10 +76,8 @@ def hf_hub_cache() -> Path:
 
 def _hf_cached_file(repo_id: str) -> Path | None:
     """A weights file of ``repo_id`` already in the HF cache (no network access)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - timm depends on huggingface_hub
-        return None
+    from huggingface_hub import try_to_load_from_cache
+
     for filename in ("model.safetensors", "pytorch_model.bin"):
         found = try_to_load_from_cache(repo_id, filename, cache_dir=str(hf_hub_cache()))
         if isinstance(found, str) and os.path.isfile(found):
@@ -88,20 +86,16 @@ def _hf_cached_file(repo_id: str) -> Path | None:
 
 
 def _download(url: str, target: Path) -> Path:
-    """Fetch ``url`` into ``target`` atomically, with a bounded time-out."""
-    import tempfile
+    """Fetch ``url`` into ``target`` atomically (:func:`~harness.storage.atomic_writer`: a killed
+    download leaves no partial file, and the file gets the umask's permissions), streamed in
+    1 MiB chunks with a bounded time-out."""
     import urllib.request
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response, os.fdopen(fd, "wb") as out:
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from harness.storage import atomic_writer
+
+    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response, atomic_writer(target) as out:
+        while chunk := response.read(1 << 20):
+            out.write(chunk)
     return target
 
 
