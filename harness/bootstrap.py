@@ -25,9 +25,34 @@ class Interval:
     high: float
 
     def format(self, scale: float = 1.0, digits: int = 3, signed: bool = False) -> str:
-        sign = "+" if signed else ""
-        e, lo, hi = self.estimate * scale, self.low * scale, self.high * scale
-        return f"{e:{sign}.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+        """See :func:`format_interval`."""
+        return format_interval(self, scale, digits, signed)
+
+
+def format_interval(interval: Interval, scale: float = 1.0, digits: int = 3, signed: bool = False,
+                    estimate: bool = True, label: str = "") -> str:
+    """How every table and line of the harness prints an interval: ``0.812 [0.790, 0.833]``.
+
+    Parameters
+    ----------
+    scale : float
+        Multiplies the three numbers (100 for points or percent).
+    digits : int
+        Decimals of each number.
+    signed : bool
+        A ``+`` before a positive estimate (differences).
+    estimate : bool
+        ``False``: the brackets alone (``[0.790, 0.833]``), for a cell whose estimate is
+        written separately (e.g. in bold).
+    label : str
+        Written between the estimate and the brackets (``+1.2 IoU [0.8, 1.6]``).
+    """
+    lo, hi = interval.low * scale, interval.high * scale
+    brackets = f"[{lo:.{digits}f}, {hi:.{digits}f}]"
+    if not estimate:
+        return brackets
+    text = f"{interval.estimate * scale:{'+' if signed else ''}.{digits}f}"
+    return f"{text} {label} {brackets}" if label else f"{text} {brackets}"
 
 
 def resample_counts(n: int, resamples: int, seed: int):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.bootstrap import Interval, paired_difference_interval, paired_max_curve_difference
+from harness.bootstrap import Interval, format_interval, paired_difference_interval, paired_max_curve_difference
 from harness.errors import HarnessError
 from harness.report import MISSING, RunRecord
 from harness.run_files import METRIC_COLUMNS, PER_IMAGE_FILE
@@ -98,9 +98,8 @@ def format_comparison(intervals: dict[str, Interval]) -> list[str]:
     lines = []
     for metric, interval in intervals.items():
         _, scale, title = PAIRED[metric]
-        e, lo, hi = interval.estimate * scale, interval.low * scale, interval.high * scale
-        if not np.isfinite([e, lo, hi]).all():
+        if not np.isfinite([interval.estimate, interval.low, interval.high]).all():
             lines.append(f"{MISSING} {title} (undefined: no image has a value in both runs)")
             continue
-        lines.append(f"{e:+.1f} {title} [{lo:.1f}, {hi:.1f}]")
+        lines.append(format_interval(interval, scale, digits=1, signed=True, label=title))
     return lines

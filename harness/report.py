@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.bootstrap import Interval, max_mean_curve_interval, mean_interval
+from harness.bootstrap import Interval, format_interval, max_mean_curve_interval, mean_interval
 from harness.errors import HarnessError
 from harness.run_files import PER_IMAGE_FILE, load_results, read_histograms, read_per_image, read_run_file
 
@@ -257,7 +257,7 @@ class Table:
                     text = f"**{text}**"
                 interval = cell[0].interval(cell[1]) if intervals else None
                 if interval is not None and np.isfinite(interval.low):
-                    text += f" [{interval.low:.{digits}f}, {interval.high:.{digits}f}]"
+                    text += " " + format_interval(interval, digits=digits, estimate=False)
                 body[column].append(text)
         index = pd.MultiIndex.from_tuples(self.rows, names=self.index_names) if len(self.index_names) > 1 else \
             pd.Index([r[0] for r in self.rows], name=self.index_names[0])
@@ -375,7 +375,7 @@ def reference_table(runs: list[RunRecord], reference) -> str | None:
         value = run.metrics[ref.metric]
         digits = 1 if ref.metric == "corloc" else 3
         interval = run.interval(ref.metric)
-        measured = f"{value:.{digits}f}" + (f" [{interval.low:.{digits}f}, {interval.high:.{digits}f}]" if interval else "")
+        measured = f"{value:.{digits}f}" + (" " + format_interval(interval, digits=digits, estimate=False) if interval else "")
         lines.append([label, dataset_title(ref.dataset), ref.metric, measured, f"{ref.value:g}",
                       f"{value - ref.value:+.{digits}f}"])
     if not lines:
