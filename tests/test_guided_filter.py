@@ -1,6 +1,8 @@
 """The guided filter (trick 1): OpenCV parity on ECSSD, border rule, behaviour, dtypes, plugin."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -27,6 +29,20 @@ def _ecssd(root, stem):
     rng = np.random.default_rng(int(stem))
     soft = cv2.GaussianBlur(gt, (0, 0), 8) + 0.1 * rng.standard_normal(gt.shape).astype(np.float32)
     return image, image.astype(np.float32).mean(-1) / 255, np.clip(soft, 0, 1)
+
+
+def _ximgproc():
+    """OpenCV's guided filter module, the oracle. Only the contrib wheel has it, installed in place
+    of the plain one (README, "Install"); CI does so, and there its absence fails the test."""
+    import cv2
+
+    if hasattr(cv2, "ximgproc"):
+        return cv2.ximgproc
+    reason = ("cv2.ximgproc is missing: replace opencv-python-headless with opencv-contrib-python-headless "
+              "of the same version (README, \"Install\")")
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 def _naive_guided_filter(guide: np.ndarray, p: np.ndarray, r: int, eps: float) -> np.ndarray:
@@ -61,13 +77,12 @@ def test_matches_opencv_ximgproc_in_the_interior_of_real_images(ecssd_root):
     (where the second round of means still sees the border) the two differ: by up to 0.040 on
     these five images (0.0075, 0.011, 0.040, 0.026, 0.014), never more than 0.05.
     """
-    import cv2
-
+    ximgproc = _ximgproc()
     border_max = []
     for stem in ECSSD_IDS:
         _, guide, soft = _ecssd(ecssd_root, stem)
         ours = guided_filter(_t(guide), _t(soft), R, EPS)[0, 0].numpy()
-        ref = cv2.ximgproc.guidedFilter(guide, soft, R, EPS)
+        ref = ximgproc.guidedFilter(guide, soft, R, EPS)
         diff = np.abs(ours - ref)
         assert diff[2 * R : -2 * R, 2 * R : -2 * R].max() < 1e-4, stem
         band = diff.copy()
@@ -79,11 +94,10 @@ def test_matches_opencv_ximgproc_in_the_interior_of_real_images(ecssd_root):
 
 def test_opencv_eps_is_on_the_uint8_scale_for_uint8_guides(ecssd_root):
     """With a uint8 guide (0..255) OpenCV needs eps * 255^2 to match eps on the [0, 1] guide."""
-    import cv2
-
+    ximgproc = _ximgproc()
     image, _, soft = _ecssd(ecssd_root, "0205")
     green = image[..., 1]  # an exact uint8 guide (the RGB mean is not an integer)
-    ref = cv2.ximgproc.guidedFilter(green, soft, R, EPS * 255**2)
+    ref = ximgproc.guidedFilter(green, soft, R, EPS * 255**2)
     ours = guided_filter(_t(green / 255.0), _t(soft), R, EPS)[0, 0].numpy()
     assert np.abs(ours - ref)[2 * R : -2 * R, 2 * R : -2 * R].max() < 1e-4
 
