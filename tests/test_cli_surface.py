@@ -75,19 +75,13 @@ def test_seed_accepts_the_full_range():
         assert parser.parse_args(["run", "--method", "m", "--dataset", "d", "--seed", str(seed)]).seed == seed
 
 
-@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400"])
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "-Infinity", "1e400"])
 def test_non_finite_float_option_is_one_line_naming_plugin_option_and_value(capsys, tmp_path, value):
     line = _one_line_error(capsys, ["run", "--method", "tokencut", "--method-args", f"tau={value}",
                                     "--dataset", "synthetic", "--out", str(tmp_path / "runs"), "--no-progress"])
     assert line == (f"harness run: error: method 'tokencut': option tau={value!r} is not a valid float: "
                     f"expected a finite number")
     assert not (tmp_path / "runs").exists()
-
-
-def test_unbalanced_quote_in_method_args_is_one_line_naming_flag_and_text(capsys, tmp_path):
-    line = _one_line_error(capsys, ["run", "--method", "center-prior", "--method-args", "sigma='0.3",
-                                    "--dataset", "synthetic", "--out", str(tmp_path / "runs"), "--no-progress"])
-    assert line.startswith("harness run: error: --method-args \"sigma='0.3\": no closing quotation")
 
 
 def _fail_with_cause(self, args):

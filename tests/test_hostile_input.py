@@ -277,15 +277,18 @@ def test_truncated_image_found_up_front_leaves_nothing(tmp_path, capsys):
     _nothing_written(tmp_path)
 
 
-def test_method_that_fails_mid_run_leaves_no_run_folder(tmp_path, capsys):
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+def test_non_finite_prediction_file_leaves_no_run_folder(tmp_path, capsys, bad):
     preds = tmp_path / "preds"
     root = folder_dataset(tmp_path / "data", n=3)
     preds.mkdir()
     for i in range(3):
         np.save(preds / f"im{i}.npy", np.full((30, 40), 0.5, np.float32))
-    np.save(preds / "im2.npy", np.full((30, 40), np.nan, np.float32))
+    broken = np.full((30, 40), 0.5, np.float32)
+    broken[3, 3] = bad  # one pixel is enough
+    np.save(preds / "im2.npy", broken)
     fails(capsys, run_args(tmp_path, root, "--method-args", f"dir={preds}", "--post", "gf", method="masks"),
-           "im2.npy", "NaN")
+           f"{preds / 'im2.npy'}", "NaN or infinite")
     _nothing_written(tmp_path)  # read up front: not even the post cache of im0 and im1
 
 
