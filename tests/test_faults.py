@@ -1,5 +1,6 @@
-"""Faults: a run killed at a random point resumes to the same results; two runs at once on one
-cache both finish with identical results; the same command twice gives byte-identical metrics."""
+"""Faults: a run killed (SIGKILL) at a chosen point of its work resumes to the same results;
+two runs at once on one cache both finish with identical results; the same command twice
+gives byte-identical metrics."""
 from __future__ import annotations
 
 import json
@@ -7,10 +8,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 RUN = ["run", "--method", "center-prior", "--post", "bs", "--dataset", "synthetic", "--dataset-args", "count=24",
@@ -41,24 +40,51 @@ def reference(tmp_path_factory):
     return _results(tmp / "out")
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_sigkill_at_a_random_point_then_resume(tmp_path, reference, seed):
+# ``python -m harness`` with os.replace wrapped: SIGKILL (no clean-up runs) once KILL_AFTER mask
+# entries are in place ("after"), or with the next entry's temporary file written but not yet
+# renamed ("during"). A point in the work, not in wall time, so the test knows what was done.
+_KILLED_AT_A_POINT = """
+import os, signal, sys
+from pathlib import Path
+
+masks = Path(os.environ["HARNESS_CACHE"]) / "masks"
+kill_after, where = int(os.environ["KILL_AFTER"]), os.environ["KILL_WHERE"]
+real_replace, done = os.replace, 0
+
+
+def replace(src, dst, **kw):
+    global done
+    is_mask = masks in Path(dst).parents
+    if is_mask and where == "during" and done == kill_after:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_replace(src, dst, **kw)
+    done += is_mask
+    if is_mask and where == "after" and done == kill_after:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+os.replace = replace
+from harness.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("where, kill_after", [("after", 1), ("after", 13), ("during", 7)])
+def test_sigkill_at_a_point_in_the_work_then_resume(tmp_path, reference, where, kill_after):
     cache, out = tmp_path / "cache", tmp_path / "out"
-    # kill once a random number of masks is done (a point in the work, not in wall time)
-    kill_after = int(np.random.default_rng(seed).integers(1, 20))
-    proc = _start(tmp_path, cache, out)
-    deadline = time.monotonic() + 120
-    while _count(cache / "masks") < kill_after and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
-    assert not (out / "fixed" / "results.json").exists()  # killed midway
-    done_before = _count(cache / "masks")
-    assert kill_after <= done_before < 24
+    env = {**os.environ, "HARNESS_CACHE": str(cache), "OMP_NUM_THREADS": "1",
+           "KILL_AFTER": str(kill_after), "KILL_WHERE": where}
+    killed = subprocess.run([sys.executable, "-c", _KILLED_AT_A_POINT, *RUN, "--out", str(out)], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (out / "fixed" / "results.json").exists() and not (out / "fixed").exists()  # killed midway
+    assert _count(cache / "masks") == kill_after  # exactly the entries renamed into place
+    temporaries = [p for p in (cache / "masks").rglob("*") if p.is_file() and p.suffix != ".entry"]
+    assert len(temporaries) == (1 if where == "during" else 0)  # the half-done write is a hidden temporary
     resumed = _start(tmp_path, cache, out)
     stdout, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
-    assert f"({done_before} masks from the cache)" in stdout  # nothing done before is redone
+    assert f"({kill_after} masks from the cache)" in stdout  # nothing done before is redone, nothing half-done read
     assert _results(out) == reference
 
 
