@@ -1,44 +1,46 @@
 """A deterministic synthetic dataset: textured blobs on textured backgrounds, with exact
 masks and boxes. It needs no files, so the main command runs on a fresh machine.
 
-Textures are the photographs bundled with scikit-image (read from its package folder, so
-no download is ever attempted).
+Textures are the photographs bundled with scikit-image, read through its public API
+(``skimage.data.<name>()``; these ship inside its wheel, so no download is ever attempted).
 """
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
 from harness.api import Dataset, Option, Sample
+from harness.boxes import mask_box
+from harness.imageops import resize
 
-_GRAY_TEXTURES = ("brick.png", "grass.png", "gravel.png", "moon.png", "camera.png")
-_COLOR_TEXTURES = ("coffee.png", "chelsea.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png")
+#: ``skimage.data`` functions (``stereo_motorcycle`` returns the left view first)
+_GRAY_TEXTURES = ("brick", "grass", "gravel", "moon", "camera")
+_COLOR_TEXTURES = ("coffee", "chelsea", "astronaut", "rocket", "stereo_motorcycle")
 
 
 @lru_cache(maxsize=None)
 def _texture(name: str) -> np.ndarray:
     """A bundled scikit-image photo as float32 ``(H, W, 3)`` in [0, 1]."""
-    import skimage
-    from PIL import Image
+    import skimage.data
 
-    path = Path(skimage.__file__).parent / "data" / name
-    img = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
-    return img
+    img = getattr(skimage.data, name)()
+    if isinstance(img, tuple):  # stereo_motorcycle: (left, right, disparity)
+        img = img[0]
+    if img.ndim == 2:  # grey, as Pillow's convert("RGB") spreads it
+        img = np.repeat(img[..., None], 3, axis=2)
+    return np.asarray(img, dtype=np.float32) / 255.0
 
 
 def _crop(rng: np.random.Generator, name: str, height: int, width: int) -> np.ndarray:
     """A random ``(height, width, 3)`` crop, zoomed by a random factor and tinted if gray."""
-    from PIL import Image
-
     tex = _texture(name)
     zoom = rng.uniform(0.6, 1.6)
     ch, cw = min(tex.shape[0], int(height / zoom) + 1), min(tex.shape[1], int(width / zoom) + 1)
     y = rng.integers(0, tex.shape[0] - ch + 1)
     x = rng.integers(0, tex.shape[1] - cw + 1)
     patch = (tex[y : y + ch, x : x + cw] * 255).astype(np.uint8)
-    patch = np.asarray(Image.fromarray(patch).resize((width, height), Image.BILINEAR), np.float32) / 255
+    patch = resize(patch, (height, width), "bilinear", antialias=True).astype(np.float32) / 255
     if name in _GRAY_TEXTURES:
         tint = rng.uniform(0.25, 1.0, size=3).astype(np.float32)
         patch = patch.mean(axis=2, keepdims=True) * tint + rng.uniform(0, 0.2)
@@ -73,8 +75,7 @@ def render(seed: int, index: int, height: int, width: int) -> tuple[np.ndarray, 
             continue
         texture = _crop(rng, _COLOR_TEXTURES[rng.integers(len(_COLOR_TEXTURES))], height, width)
         image[blob] = np.clip(texture[blob] * rng.uniform(1.0, 1.3) + 0.1, 0, 1)
-        ys, xs = np.nonzero(blob)
-        boxes.append((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+        boxes.append(mask_box(blob))
         mask |= blob
     image_u8 = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
     return image_u8, mask.astype(np.uint8) * 255, np.asarray(boxes, dtype=np.float64).reshape(-1, 4)

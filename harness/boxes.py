@@ -4,33 +4,41 @@ from __future__ import annotations
 
 import numpy as np
 
+from harness.imageops import component_boxes, label_components
 
-def box_from_mask(foreground: np.ndarray) -> tuple[float, float, float, float] | None:
-    """The bounding box of the 8-connected component with the largest bounding box.
 
-    This is the Two Tricks paper's rule for CorLoc (threshold first, then call this).
+def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The bounding box ``(x0, y0, x1, y1)`` (exclusive ends) of the true pixels of a boolean
+    ``(H, W)`` mask, in the mask's own pixels (image or patch grid); ``None`` when none is true."""
+    mask = np.asarray(mask, dtype=bool)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return None
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def box_from_mask(mask: np.ndarray, threshold: float = 0.5) -> tuple[float, float, float, float] | None:
+    """The Two Tricks paper's box of a mask, for CorLoc: the pixels above ``threshold``, split
+    into 8-connected components, and the bounding box of the component whose bounding box is
+    largest (on a tie, the component met first in raster order).
 
     Parameters
     ----------
-    foreground : np.ndarray
-        ``(H, W)`` bool.
+    mask : np.ndarray
+        ``(H, W)`` soft mask in [0, 1] (or bool: true pixels are above any threshold < 1).
 
     Returns
     -------
     tuple or None
         ``(x0, y0, x1, y1)``, or ``None`` when nothing is foreground.
     """
-    import cv2
-
-    count, _, stats, _ = cv2.connectedComponentsWithStats(
-        foreground.astype(np.uint8), connectivity=8
-    )
-    if count <= 1:
+    labels, count = label_components(np.asarray(mask) > threshold, connectivity=8)
+    if count == 0:
         return None
-    stats = stats[1:]  # row 0 is the background
-    box_areas = stats[:, cv2.CC_STAT_WIDTH].astype(np.int64) * stats[:, cv2.CC_STAT_HEIGHT]
-    x, y, w, h = stats[int(np.argmax(box_areas)), :4]
-    return float(x), float(y), float(x + w), float(y + h)
+    boxes = component_boxes(labels, count)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    x0, y0, x1, y1 = boxes[int(np.argmax(areas))]
+    return float(x0), float(y0), float(x1), float(y1)
 
 
 def box_iou(box: tuple | np.ndarray, others: np.ndarray) -> np.ndarray:
