@@ -4,16 +4,22 @@ Every plugin is a small class with a ``name``, a one-line ``description`` and it
 ``options``; it is instantiated with the resolved options (``self.config``). Modules that
 define plugins import torch, timm or OpenCV inside functions, so that ``harness list``
 stays fast.
+
+The runner builds each plugin with its resolved options as keywords, plus one keyword of its
+own for two kinds: a :class:`Dataset` gets ``root=`` (``--data-root``, or ``None`` to look up
+``$HARNESS_DATA_<NAME>``) and a :class:`Backbone` gets ``weights=`` (``--weights``, or ``None``).
+A plugin that overrides ``__init__`` must accept them and pass them on to ``super().__init__``.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Protocol, Sequence
 
-from harness.errors import DataError
-from harness.options import Option, resolve_options
+from harness import options as _options
+from harness.errors import DataError, PluginError
+from harness.options import resolve_options
 
 if TYPE_CHECKING:  # heavy imports only for type checkers
     import numpy as np
@@ -22,14 +28,60 @@ __all__ = [
     "Backbone",
     "Dataset",
     "Evaluator",
+    "FeatureRequest",
+    "FeatureSource",
     "Method",
     "Option",
+    "PatchFeatureMethod",
     "Plugin",
     "PostProcessor",
     "Prediction",
     "RunContext",
     "Sample",
+    "TrainableMethod",
 ]
+
+
+def __getattr__(name: str):
+    # bases defined in modules that import this one (or numpy): loaded on first use
+    if name == "TrainableMethod":
+        from harness.training.trainable import TrainableMethod
+
+        return TrainableMethod
+    if name == "PatchFeatureMethod":
+        from harness.patch_methods import PatchFeatureMethod
+
+        return PatchFeatureMethod
+    raise AttributeError(f"module 'harness.api' has no attribute {name!r}")
+
+
+#: The command-line flag that sets each kind's options (named in errors).
+OPTIONS_FLAG = {"dataset": "--dataset-args", "backbone": "--backbone-args", "method": "--method-args",
+                "post": "--post-args"}
+
+
+@dataclass(frozen=True)
+class Option(_options.Option):
+    """One option of a plugin (see :class:`harness.options.Option` for ``name``, ``default``,
+    ``help``, ``type`` and ``choices``).
+
+    Parameters
+    ----------
+    required : bool
+        The option has no usable default: building the plugin without it is a
+        :class:`~harness.errors.PluginError` that names the option, before any work is done.
+        Its ``help`` completes "needs ...", e.g. ``"the predictions' folder"``.
+    metavar : str, optional
+        What the value is, in that error (``FOLDER``, ``FILE``); default ``VALUE``.
+    """
+
+    required: bool = False
+    metavar: str | None = None
+
+    def describe(self) -> str:
+        if self.required:
+            return f"{self.name} ({self.type_name}, required): {self.help}"
+        return super().describe()
 
 
 @dataclass
@@ -78,8 +130,68 @@ class Prediction:
 
 
 @dataclass
+class FeatureRequest:
+    """One image's backbone features, as a method asks :meth:`FeatureSource.grids` for them.
+
+    Attributes
+    ----------
+    image_id : str
+        The sample id.
+    image_digest : str
+        :func:`harness.cache.array_digest` of the original image (the pixels key the cache).
+    preparation : str
+        How the input was made from the image, including its size (e.g.
+        ``"resize-lanczos:224x336"``, ``"pad-mean:480x640"``); two methods that prepare an
+        image the same way must give the same text, so that they share cache entries.
+    make_input : callable
+        Returns the prepared input, ``(H, W, 3)`` float32 RGB in [0, 1] (H and W multiples of
+        the backbone's stride; the backbone normalises it); only called on a cache miss.
+    """
+
+    image_id: str
+    image_digest: str
+    preparation: str
+    make_input: Callable[[], "np.ndarray"]
+
+
+class FeatureSource(Protocol):
+    """The run's backbone features, cached (``context.features``;
+    :class:`harness.backbones.features.FeatureExtractor` implements it)."""
+
+    backbone: "Backbone"
+
+    def grids(self, requests: Sequence[FeatureRequest]) -> "list[np.ndarray]":
+        """``(C, h, w)`` float32 feature grids, one per request (``h = H / stride``), read from the
+        feature cache or computed by the backbone in batches (grouped by input size) and stored."""
+        ...
+
+
+@dataclass
 class RunContext:
-    """What the runner hands to methods and post-processors in ``setup``."""
+    """What the runner hands to methods and post-processors in ``setup``.
+
+    Attributes
+    ----------
+    device : str
+        Where to compute (``cpu``, ``cuda``, ``cuda:N``).
+    seed : int
+        The run's ``--seed``. A method whose outputs depend on it says so with
+        :meth:`Method.uses_seed` (the seed then keys its cached masks) and derives every random
+        choice from it, the same for an image whatever else the run holds.
+    batch_size : int
+        ``--batch-size``: the most images given to ``predict_batch`` (and the backbone) at once.
+    cache_dir : Path, optional
+        The harness cache folder.
+    backbone : Backbone, optional
+        The run's backbone (for a method with ``uses_backbone``), not yet loaded.
+    progress : bool
+        Whether progress bars may be shown.
+    features : FeatureSource, optional
+        The run's backbone features through the feature cache: ``context.features.grids(
+        [FeatureRequest(...), ...])``. The runner builds it for every method that uses a
+        backbone, so that all methods on one backbone share cached features; a method built
+        outside a run gets one from :func:`harness.backbones.features.features_for`.
+    """
 
     device: str = "cpu"
     seed: int = 0
@@ -87,6 +199,7 @@ class RunContext:
     cache_dir: Path | None = None
     backbone: "Backbone | None" = None
     progress: bool = True
+    features: "FeatureSource | None" = None
 
 
 class Plugin:
@@ -104,6 +217,12 @@ class Plugin:
 
     def __init__(self, **config: Any) -> None:
         self.config: dict[str, Any] = resolve_options(self.options, config, self.label())
+        for option in self.options:
+            if getattr(option, "required", False) and self.config.get(option.name) is None:
+                flag = OPTIONS_FLAG.get(self.kind, f"the {self.kind}'s options:")
+                metavar = getattr(option, "metavar", None) or "VALUE"
+                raise PluginError(f"{self.label()} needs {option.help}: {flag} {option.name}={metavar} "
+                                  f"(a required option)")
 
     @classmethod
     def label(cls) -> str:
@@ -128,6 +247,11 @@ class Dataset(Plugin):
 
     Subclasses implement :meth:`ids` (which checks the layout up front and raises a
     :class:`~harness.errors.DataError` naming what is missing) and :meth:`load`.
+
+    The runner builds a dataset as ``cls(root=DATA_ROOT, **options)``: ``root`` is
+    ``--data-root`` (``None`` when not given: :meth:`resolve_root` then reads
+    ``$HARNESS_DATA_<NAME>`` or ``$HARNESS_DATA/<name>``); ``self.root`` is the resolved,
+    absolute folder (``None`` when ``needs_root`` is false).
     """
 
     kind: ClassVar[str] = "dataset"
@@ -271,7 +395,23 @@ class Backbone(Plugin):
 
 
 class Method(Plugin):
-    """Maps images to soft foreground masks in [0, 1] at the image's size."""
+    """Maps images to soft foreground masks in [0, 1] at the image's size.
+
+    The runner builds a method as ``cls(**options)``, calls :meth:`configure_for_run`, then
+    (at the first image the mask cache does not hold) :meth:`setup` with the
+    :class:`RunContext`, then :meth:`predict_batch` on batches of labels-free samples. A method
+    that uses a backbone (``uses_backbone``) reads its features through ``context.features``
+    (:class:`FeatureSource`), so they are cached and shared with the other methods on that
+    backbone; :class:`harness.patch_methods.PatchFeatureMethod` does this for methods that
+    segment one image from its patch features.
+
+    What keys the cached masks: the method's name, ``version`` and resolved options, its
+    :meth:`cache_token`, the backbone's identity (with its ``weights_digest``), the run's seed
+    when :meth:`uses_seed`, the image id and its pixels. A cacheable method whose options
+    hold a file path must put what identifies the file's content (e.g.
+    :func:`harness.training.checkpoint.file_token`) in :meth:`cache_token`; the runner refuses
+    one that returns nothing.
+    """
 
     kind: ClassVar[str] = "method"
     #: Whether ``--backbone`` applies; the runner builds the backbone for the method.
@@ -321,6 +461,11 @@ class Method(Plugin):
         """Extra values that determine the outputs (e.g. a checkpoint's digest)."""
         return {}
 
+    def uses_seed(self) -> bool:
+        """Whether the run's ``--seed`` (``RunContext.seed``) changes this method's masks; if so,
+        the seed keys its cached masks. Default: no."""
+        return False
+
 
 class PostProcessor(Plugin):
     """``(image, soft mask) -> soft mask``, e.g. a guided filter."""
@@ -336,34 +481,43 @@ class PostProcessor(Plugin):
 
 
 class Evaluator(Plugin):
-    """Scores predictions image by image, keeping fixed-size per-image records.
+    """Scores predictions image by image, without state.
 
-    ``process`` appends one record to ``self.records`` and returns the per-image row
-    written to ``per_image.csv``; ``summarize`` turns the records into flat metrics.
-    Records are plain picklable values, so shards can be gathered and concatenated.
+    - :meth:`process` ``(sample, prediction) -> (record, row)``: ``record`` is a plain,
+      picklable, fixed-size value (never a mask) that the harness keeps for each image, in
+      dataset order; ``row`` is this image's line of ``per_image.csv`` (a dict);
+    - :meth:`aggregate` ``(records) -> metrics``: the flat metrics of ``results.json`` from the
+      records of every image;
+    - :meth:`artifacts` ``(records, run_dir) -> paths``: extra files (plots, arrays).
+
+    The evaluator keeps nothing between calls, so a run sharded over several processes just
+    concatenates the records in dataset order: the metrics equal a one-process run's.
+
+    Every key an evaluator emits is declared: ``metric_keys`` (what :meth:`aggregate` may
+    return) and ``row_keys`` (what a row may hold). Metrics and per-image columns of all the
+    evaluators of a run share one flat namespace, so two evaluators of one run may not declare
+    the same key (the run is refused up front, naming both), and an evaluator that emits a key
+    it did not declare stops the run. The common metric ``n_images`` (the number of images
+    scored) may be returned by any evaluator without being declared; the row key ``id`` is the
+    harness's.
     """
 
     kind: ClassVar[str] = "evaluator"
     #: The ground-truth field a sample needs: "mask" or "boxes".
     requires: ClassVar[str] = "mask"
+    #: The metric keys :meth:`aggregate` may return.
+    metric_keys: ClassVar[tuple[str, ...]] = ()
+    #: The per-image column keys :meth:`process`'s row may hold.
+    row_keys: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, **config: Any) -> None:
-        super().__init__(**config)
-        self.reset()
-
-    def reset(self) -> None:
-        self.records: list[Any] = []
-
-    def process(self, sample: Sample, prediction: Prediction) -> dict[str, Any]:
+    def process(self, sample: Sample, prediction: Prediction) -> "tuple[Any, dict[str, Any]]":
+        """``(record, row)`` for one image (``sample`` carries the ground truth)."""
         raise NotImplementedError
 
-    def summarize(self) -> dict[str, float]:
+    def aggregate(self, records: "Sequence[Any]") -> dict[str, Any]:
+        """The metrics of these records (one per image, in dataset order)."""
         raise NotImplementedError
 
-    def extend(self, records: list[Any]) -> None:
-        """Add records computed elsewhere (another process's shard)."""
-        self.records.extend(records)
-
-    def artifacts(self, run_dir: Path) -> list[Path]:
+    def artifacts(self, records: "Sequence[Any]", run_dir: Path) -> list[Path]:
         """Write extra files (plots) into the run directory; return their paths."""
         return []

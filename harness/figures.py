@@ -109,10 +109,14 @@ def size_curves(runs: list["RunRecord"], out_dir: Path) -> list[tuple[str, Path]
         curves = {}
         for run in sorted((r for r in runs if r.dataset == dataset), key=lambda r: r.row_label):
             frame = run.per_image
-            if frame is None or not {"fg_ratio", "iou"} <= set(frame.columns):
+            # the saliency evaluator's columns, else the size-iou evaluator's
+            columns = next((pair for pair in (("fg_ratio", "iou"), ("size_fg_ratio", "size_iou"))
+                            if frame is not None and set(pair) <= set(frame.columns)), None)
+            if columns is None:
                 continue
-            bins = np.minimum((frame["fg_ratio"].to_numpy() * N_SIZE_BINS).astype(np.int64), N_SIZE_BINS - 1)
-            curves[run.row_label] = per_bin_means(bins, frame["iou"].to_numpy())
+            ratio, iou = columns
+            bins = np.minimum((frame[ratio].to_numpy() * N_SIZE_BINS).astype(np.int64), N_SIZE_BINS - 1)
+            curves[run.row_label] = per_bin_means(bins, frame[iou].to_numpy())
         if curves:
             path = plot_size_binned(curves, out_dir / f"size_iou_{dataset}.png",
                                     f"IoU by object size, {dataset_title(dataset)}")
@@ -135,15 +139,10 @@ def pick_images(run: "RunRecord", ids: list[str] | None) -> list[tuple[str, str]
 
 
 def _run_masks(run: "RunRecord", ids: list[str]) -> dict[str, tuple]:
-    """The run's final masks for some images, re-derived from its recorded request (cache first)."""
-    from harness.runner import RunSpec, Runner
+    """The run's final masks for some images, from its reopened runner (cache first)."""
+    from harness.runner import reopen
 
-    spec = run.results.get("spec")
-    if not spec:
-        raise ValueError(f"run {run.path.name} does not record its request (made by an older harness)")
-    spec = {**spec, "out": Path(spec["out"]), "cache_dir": Path(spec["cache_dir"]) if spec.get("cache_dir") else None,
-            "limit": None, "progress": False}
-    return {sample.id: (sample, mask) for sample, mask in Runner(RunSpec(**spec)).final_masks(ids)}
+    return {sample.id: (sample, mask) for sample, mask in reopen(run.path).final_masks(ids)}
 
 
 def qualitative_figures(runs: list["RunRecord"], out_dir: Path, pick: str | None = None,

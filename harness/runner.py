@@ -1,37 +1,52 @@
 """``harness run``: dataset -> method -> post-processors -> evaluators -> run directory.
 
-Masks are cached per image (uint8 PNG) under a key that hashes everything that determines
-them, so a second run with other post-processors or evaluators re-uses them and an
-interrupted run resumes where it stopped.
+The run is a chain of named stages (:mod:`harness.pipeline`): **build** (the plugins, here in
+:class:`Runner`'s constructor), **predict** (the method, through the mask cache),
+**post-process** (the post chain, through the post cache), **evaluate** and **write**. Masks
+are cached per image (uint8 PNG) under a key that hashes everything that determines them, so a
+second run with other post-processors or evaluators re-uses them and an interrupted run
+resumes where it stopped. :func:`reopen` rebuilds the runner of a finished run from its
+``results.json``, whose :meth:`Runner.final_masks` gives that run's final masks.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import random
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from harness.api import Prediction, RunContext, Sample
-from harness.cache import MaskCache, array_digest, default_cache_dir, quantize_mask, stable_hash
-from harness.errors import HarnessError, PluginError
+from harness import distributed
+from harness.api import Prediction, RunContext
+from harness.cache import default_cache_dir, stable_hash
+from harness.errors import HarnessError
 from harness.evaluators.protocol import DEFAULT_PROTOCOL, get_protocol
+from harness.pipeline import (  # noqa: F401  (plugin_errors and validate_prediction: public here too)
+    EvaluateStage,
+    PostStage,
+    PredictStage,
+    check_cache_identity,
+    check_evaluator_keys,
+    final_masks,
+    new_stats,
+    plugin_errors,
+    validate_prediction,
+    write_run,
+)
 from harness.preflight import check_data
 from harness.registry import Registry, get_registry
-from harness.results import SCHEMA_VERSION, environment_versions, git_sha, utc_now, write_run_files
-from harness.storage import check_writable, staged_directory
-from harness import distributed
+from harness.results import SCHEMA_VERSION, environment_versions, git_sha, utc_now
+from harness.storage import check_writable
 
 log = logging.getLogger(__name__)
 
-# masks a hair outside [0, 1] (float round-off) are clipped; anything further is a bug
-_RANGE_TOLERANCE = 1e-3
 # most file systems allow 255 bytes per name; the staging folder adds a prefix and a suffix
 _MAX_NAME_BYTES = 200
 
@@ -124,34 +139,6 @@ def seed_everything(seed: int) -> None:
         torch.manual_seed(seed)
 
 
-def validate_prediction(output: Any, sample: Sample, owner: str) -> Prediction:
-    """Check a method's or post-processor's output: right size, finite, within [0, 1]."""
-    if not isinstance(output, Prediction):
-        output = Prediction(output)
-    mask = output.mask
-    if hasattr(mask, "detach"):  # a torch tensor
-        mask = mask.detach().float().cpu().numpy()
-    mask = np.asarray(mask, dtype=np.float32)
-    expected = sample.image.shape[:2]
-    if mask.shape != expected:
-        raise HarnessError(
-            f"{owner} returned a mask of shape {mask.shape} for image {sample.id!r} of size "
-            f"{expected}; masks must be (H, W) at the image's size"
-        )
-    if not np.isfinite(mask).all():
-        raise HarnessError(
-            f"{owner} produced {np.count_nonzero(~np.isfinite(mask))} NaN or infinite values "
-            f"for image {sample.id!r}; nothing was written for it"
-        )
-    low, high = float(mask.min()), float(mask.max())
-    if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
-        raise HarnessError(
-            f"{owner} produced values from {low:.4g} to {high:.4g} for image {sample.id!r}; "
-            f"soft masks must lie in [0, 1]"
-        )
-    return Prediction(np.clip(mask, 0.0, 1.0), output.box)
-
-
 def _spec_record(spec: RunSpec) -> dict[str, Any]:
     """The request (paths absolute, as text), so a run can be repeated or re-predicted from anywhere."""
     paths = {"out", "cache_dir", "data_root", "weights"}
@@ -159,26 +146,9 @@ def _spec_record(spec: RunSpec) -> dict[str, Any]:
             for k, v in asdict(spec).items()}
 
 
-@contextmanager
-def plugin_errors(owner: str, where: str):
-    """A plugin's unexpected exception becomes one :class:`PluginError` naming the plugin and
-    the image (exit status 2); the original is kept as its cause for ``-v``."""
-    try:
-        yield
-    except (HarnessError, KeyboardInterrupt, MemoryError):
-        raise
-    except Exception as exc:
-        raise PluginError(f"{owner} failed {where}: {type(exc).__name__}: {exc} "
-                          f"(run again with -v for the traceback)") from exc
-
-
-def _chunks(items: list, size: int):
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 class Runner:
-    """Builds the plugins of a :class:`RunSpec`, checks everything up front, then runs."""
+    """Builds the plugins of a :class:`RunSpec` (the build stage), checks everything up front,
+    then runs the predict, post-process, evaluate and write stages (:mod:`harness.pipeline`)."""
 
     def __init__(self, spec: RunSpec, registry: Registry | None = None):
         self.spec = spec
@@ -200,6 +170,7 @@ class Runner:
             eval_names = list(self.dataset.default_evaluators) if self.dataset.labels else []
         self.evaluators = [reg.create("evaluator", name, self.protocol.evaluator_args.get(name, {}))
                            for name in eval_names]
+        check_evaluator_keys(self.evaluators)
         self.protocol.check(self.evaluators)
         self.method = reg.create("method", spec.method, spec.method_args)
         self.method.configure_for_run(self.evaluators)
@@ -226,12 +197,16 @@ class Runner:
 
     # ---- identity and paths ------------------------------------------------------------
     def method_identity(self) -> dict[str, Any]:
-        """Everything that determines the method's masks (not the post chain)."""
-        return {
+        """Everything that determines the method's masks (not the post chain): its identity and
+        cache token, the backbone's, and the run's seed when the method uses it."""
+        identity = {
             "method": self.method.identity(),
             "token": self.method.cache_token(),
             "backbone": self.backbone.identity() if self.backbone else None,
         }
+        if self.method.uses_seed():
+            identity["seed"] = self.spec.seed
+        return identity
 
     def config(self) -> dict[str, Any]:
         ident = self.method_identity()
@@ -256,6 +231,24 @@ class Runner:
         return f"{self.dataset.name}-{self.method.name}{backbone}{chain}-{stable_hash(config, 8)}"
 
     # ---- the run ---------------------------------------------------------------------
+    def context(self, device: str, cache_root: Path, batch_size: int, progress: bool) -> RunContext:
+        """What methods and post-processors get in ``setup``: with the backbone, its feature
+        stage (cached features, shared by every method on that backbone)."""
+        features = None
+        if self.backbone is not None:
+            from harness.backbones.features import FeatureExtractor
+
+            features = FeatureExtractor(self.backbone, device, cache_root, batch_size)
+        return RunContext(device, self.spec.seed, batch_size, cache_root, self.backbone, progress, features)
+
+    def _load(self, sample_id: str):
+        """A sample as the method and the evaluators see it (the protocol's view)."""
+        return self.protocol.view(self.dataset.load(sample_id))
+
+    def _stages(self, context: RunContext, cache_root: Path) -> tuple[PredictStage, PostStage]:
+        return (PredictStage(self.method, self.method_identity(), context, cache_root),
+                PostStage(self.posts, context, cache_root))
+
     def run(self) -> RunResult:
         spec = self.spec
         started = time.perf_counter()
@@ -276,23 +269,22 @@ class Runner:
         self.method.check_image_sizes({i: self.protocol.view_size(hw) for i, hw in data.sizes.items()}, self.backbone)
         seed_everything(spec.seed)
         config = self.config()
+        check_cache_identity(self.method, self.backbone, config["method_token"])
         run_dir = Path(spec.out) / self.run_name(config)
         if info.is_main:
             check_writable(run_dir, "--out")
         cache_root = check_writable(spec.cache_dir or default_cache_dir(), "--cache-dir (or HARNESS_CACHE)")
-        context = RunContext(device, spec.seed, spec.batch_size, cache_root, self.backbone, progress is not False)
-        for ev in self.evaluators:
-            ev.reset()
-        rows, stats = self._loop(ids[info.rank :: info.world], context, cache_root, progress)
+        context = self.context(device, cache_root, spec.batch_size, progress is not False)
+        predict, post = self._stages(context, cache_root)
+        evaluate = EvaluateStage(self.evaluators)
+        stats = self._evaluate(ids[info.rank :: info.world], predict, post, evaluate, progress)
         if info.enabled:
-            gathered = distributed.gather_to_main((rows, [ev.records for ev in self.evaluators], stats), info)
+            gathered = distributed.gather_to_main((evaluate.shard(), stats), info)
             if not info.is_main:
                 return RunResult(run_dir, {}, {})
-            rows, stats = self._merge_shards(gathered, len(ids))
-        metrics: dict[str, Any] = {}
-        for ev in self.evaluators:
-            for key, value in ev.summarize().items():
-                metrics.setdefault(key, value)
+            evaluate.merge([shard for shard, _ in gathered], len(ids))
+            stats = _sum_stats([shard_stats for _, shard_stats in gathered])
+        metrics = evaluate.aggregate()
         stats["total_s"] = round(time.perf_counter() - started, 3)
         results = {
             "schema_version": SCHEMA_VERSION,
@@ -312,30 +304,26 @@ class Runner:
             "spec": _spec_record(spec),
             "world_size": info.world,
         }
-        # written whole into a staging folder, then renamed: run_dir never mixes two runs
-        with staged_directory(run_dir) as staging:
-            for ev in self.evaluators:
-                ev.artifacts(staging)
-            write_run_files(staging, results, rows)
+        write_run(run_dir, results, evaluate)
         return RunResult(run_dir, metrics, results)
 
-    def _merge_shards(self, gathered: list, n_images: int) -> tuple[list, dict]:
-        """Put every rank's rows and evaluator records back in dataset order.
+    def _evaluate(self, ids: list[str], predict: PredictStage, post: PostStage, evaluate: EvaluateStage,
+                  progress) -> dict[str, Any]:
+        """Predict, post-process and evaluate ``ids`` (this process's share), with a progress bar."""
+        from tqdm.auto import tqdm
 
-        Rank r handled images r, r + world, r + 2 world, ...; interleaving restores the order a
-        single process would have used, so the metrics are identical to a one-process run.
-        """
-        world = len(gathered)
-        order = [(p % world, p // world) for p in range(n_images)]
-        rows = [gathered[r][0][i] for r, i in order]
-        for k, ev in enumerate(self.evaluators):
-            ev.reset()
-            ev.extend([gathered[r][1][k][i] for r, i in order])
-        stats: dict[str, Any] = {}
-        for _, _, shard_stats in gathered:
-            for key, value in shard_stats.items():
-                stats[key] = round(stats.get(key, 0) + value, 3)
-        return rows, stats
+        stats = new_stats()
+        bar = tqdm(total=len(ids), desc=f"{self.method.name} on {self.dataset.name}", unit="img",
+                   disable=None if progress is None else not progress)
+        for sample, mask_u8, box in final_masks(self._load, ids, self.spec.batch_size, predict, post, stats):
+            t0 = time.perf_counter()
+            evaluate(sample, Prediction(mask_u8.astype(np.float32) / 255.0, box))
+            stats["eval_s"] += time.perf_counter() - t0
+            bar.update(1)
+        bar.close()
+        for key in ("predict_s", "post_s", "eval_s"):
+            stats[key] = round(stats[key], 3)
+        return stats
 
     def _plugins(self) -> list:
         return [self.dataset, self.method, *self.posts, *self.evaluators] + (
@@ -354,93 +342,99 @@ class Runner:
                     f"{self.dataset.name!r} does not provide; choose another --eval"
                 )
 
-    def _loop(self, ids: list[str], context: RunContext, cache_root: Path, progress) -> tuple[list, dict]:
-        from tqdm.auto import tqdm
-
-        stats = {"n_computed": 0, "n_cached": 0, "predict_s": 0.0, "post_s": 0.0, "eval_s": 0.0}
-        rows: list[dict[str, Any]] = []
-        bar = tqdm(total=len(ids), desc=f"{self.method.name} on {self.dataset.name}", unit="img",
-                   disable=None if progress is None else not progress)
-        for sample, mask_u8, box in self._final_masks(ids, context, cache_root, stats):
-            t0 = time.perf_counter()
-            prediction = Prediction(mask_u8.astype(np.float32) / 255.0, box)
-            row: dict[str, Any] = {"id": sample.id}
-            for ev in self.evaluators:
-                with plugin_errors(f"evaluator {ev.name!r}", f"on image {sample.id!r}"):
-                    row.update(ev.process(sample, prediction))
-            rows.append(row)
-            stats["eval_s"] += time.perf_counter() - t0
-            bar.update(1)
-        bar.close()
-        for key in ("predict_s", "post_s", "eval_s"):
-            stats[key] = round(stats[key], 3)
-        return rows, stats
-
-    def _final_masks(self, ids: list[str], context: RunContext, cache_root: Path, stats: dict):
-        """Yield ``(sample, uint8 mask, box)`` after the method and the post chain, using the caches."""
-        method_hash = stable_hash(self.method_identity())
-        post_chain = [post.identity() for post in self.posts]
-        masks = MaskCache(cache_root, "masks")
-        posted = MaskCache(cache_root, "post")
-        ready = {"method": False, "posts": False}
-        for batch_ids in _chunks(ids, context.batch_size):
-            samples = [self.protocol.view(self.dataset.load(sample_id)) for sample_id in batch_ids]
-            keys = [stable_hash([method_hash, s.id, array_digest(s.image)]) for s in samples]
-            found = [masks.get(k, s.image.shape[:2]) if self.method.cacheable else None for k, s in zip(keys, samples)]
-            missing = [j for j, hit in enumerate(found) if hit is None]
-            stats["n_cached"] += len(samples) - len(missing)
-            if missing:
-                t0 = time.perf_counter()
-                if not ready["method"]:
-                    with plugin_errors(f"method {self.method.name!r}", "while setting up"):
-                        self.method.setup(context)
-                    ready["method"] = True
-                names = ", ".join(repr(samples[j].id) for j in missing)
-                with plugin_errors(f"method {self.method.name!r}", f"on image {names}"):
-                    outputs = self.method.predict_batch([samples[j].without_labels() for j in missing])
-                if len(outputs) != len(missing):
-                    raise HarnessError(f"method {self.method.name!r} returned {len(outputs)} masks for {len(missing)} images")
-                for j, output in zip(missing, outputs):
-                    pred = validate_prediction(output, samples[j], f"method {self.method.name!r}")
-                    found[j] = (quantize_mask(pred.mask), pred.box)
-                    if self.method.cacheable:
-                        masks.put(keys[j], *found[j])
-                stats["n_computed"] += len(missing)
-                stats["predict_s"] += time.perf_counter() - t0
-            for sample, key, (mask_u8, box) in zip(samples, keys, found):
-                if self.posts:
-                    t0 = time.perf_counter()
-                    if not ready["posts"]:
-                        for post in self.posts:
-                            with plugin_errors(f"post-processor {post.name!r}", "while setting up"):
-                                post.setup(context)
-                        ready["posts"] = True
-                    mask_u8 = self._post_process(sample, mask_u8, stable_hash([key, post_chain]), posted)
-                    box = None  # a post-processed mask defines its own box
-                    stats["post_s"] += time.perf_counter() - t0
-                yield sample, mask_u8, box
-
     def final_masks(self, ids: list[str]):
-        """Yield ``(sample, uint8 mask)`` for some images, from the caches where they are (figures)."""
+        """Yield ``(sample, uint8 mask)`` for some images after the method and the post chain, from
+        the caches where they are (the predict and post-process stages alone; nothing is scored
+        or written but cache entries)."""
         device = resolve_device(self.spec.device)
-        cache_root = self.spec.cache_dir or default_cache_dir()
-        context = RunContext(device, self.spec.seed, 1, Path(cache_root), self.backbone, False)
-        for sample, mask_u8, _ in self._final_masks(ids, context, Path(cache_root), {"n_cached": 0, "n_computed": 0,
-                                                                                      "predict_s": 0.0, "post_s": 0.0}):
+        cache_root = Path(self.spec.cache_dir or default_cache_dir())
+        check_cache_identity(self.method, self.backbone)
+        context = self.context(device, cache_root, 1, False)
+        predict, post = self._stages(context, cache_root)
+        for sample, mask_u8, _ in final_masks(self._load, list(ids), 1, predict, post, new_stats()):
             yield sample, mask_u8
 
-    def _post_process(self, sample: Sample, mask_u8: np.ndarray, key: str, cache: MaskCache) -> np.ndarray:
-        hit = cache.get(key, mask_u8.shape)
-        if hit is not None:
-            return hit[0]
-        mask = mask_u8.astype(np.float32) / 255.0
-        for post in self.posts:
-            with plugin_errors(f"post-processor {post.name!r}", f"on image {sample.id!r}"):
-                output = post(sample.image, mask)
-            mask = validate_prediction(output, sample, f"post-processor {post.name!r}").mask
-        mask_u8 = quantize_mask(mask)
-        cache.put(key, mask_u8)
-        return mask_u8
+    def matches(self, results: dict[str, Any]) -> None:
+        """Check that this runner makes the masks of the run that wrote ``results`` (its recorded
+        method, cache token, backbone and post chain equal the installed plugins' now).
+
+        Raises
+        ------
+        HarnessError
+            Naming what differs (a plugin upgraded to another ``version``, a changed weights
+            file or checkpoint): the run's masks cannot be reproduced.
+        """
+        recorded, now = results.get("config", {}), _json_form(self.config())
+        for key, what in (("method", "method"), ("method_token", "method's files"), ("backbone", "backbone"),
+                          ("posts", "post chain")):
+            if _json_form(recorded.get(key)) != now.get(key):
+                raise HarnessError(
+                    f"run {results.get('run', '?')}: its {what} is not what the installed plugins give now "
+                    f"(recorded {_short(recorded.get(key))}, now {_short(now.get(key))}), so its masks cannot be "
+                    f"reproduced; run it again")
+
+
+def _json_form(value: Any) -> Any:
+    """``value`` as results.json holds it (tuples as lists, paths as text)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = json.dumps(value, default=str, sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _sum_stats(shards: list[dict[str, Any]]) -> dict[str, Any]:
+    stats: dict[str, Any] = {}
+    for shard_stats in shards:
+        for key, value in shard_stats.items():
+            stats[key] = round(stats.get(key, 0) + value, 3)
+    return stats
+
+
+def reopen(run_dir: str | Path, *, data_root: str | Path | None = None, device: str | None = None,
+           registry: Registry | None = None) -> Runner:
+    """The :class:`Runner` of a finished run, rebuilt from its ``results.json`` (read through
+    :func:`harness.run_files.load_results`); its :meth:`Runner.final_masks` gives the run's final
+    masks, from the cache where they are.
+
+    Parameters
+    ----------
+    run_dir : path-like
+        A ``harness run`` directory.
+    data_root : path-like, optional
+        Where the dataset is now, when it moved (mask keys hold image ids and pixels, not folders).
+    device : str, optional
+        Where to compute missing masks (default: the recorded ``--device``).
+
+    Raises
+    ------
+    HarnessError
+        When ``results.json`` is missing, malformed or records no request (an older harness), or
+        when the installed plugins would no longer make the run's masks (:meth:`Runner.matches`).
+    """
+    from harness.run_files import RESULTS_FILE, load_results
+
+    run_dir = Path(run_dir)
+    results = load_results(run_dir / RESULTS_FILE)
+    recorded = results.get("spec")
+    if not isinstance(recorded, dict) or not recorded:
+        raise HarnessError(f"run {run_dir}: results.json does not record its request (an older harness made it); "
+                           f"run `harness run` again")
+    fields = {f.name for f in dataclasses.fields(RunSpec)}
+    spec = {k: v for k, v in recorded.items() if k in fields}
+    spec.update(out=Path(spec.get("out") or "runs"), limit=None, progress=False,
+                cache_dir=Path(spec["cache_dir"]) if spec.get("cache_dir") else None)
+    if data_root is not None:
+        spec["data_root"] = str(data_root)
+    if device is not None:
+        spec["device"] = device
+    try:
+        runner = Runner(RunSpec(**spec), registry)
+    except TypeError as exc:  # a field missing from a hand-edited spec
+        raise HarnessError(f"run {run_dir}: results.json's request is incomplete ({exc}); run it again") from None
+    runner.matches(results)
+    return runner
 
 
 def run(spec: RunSpec, registry: Registry | None = None) -> RunResult:

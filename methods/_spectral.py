@@ -8,7 +8,10 @@ of ``M``. The largest one is exactly 1 with eigenvector ``u = sqrt(d) / ||sqrt(d
 subtracting ``2 u u^T`` moves it to -1 (the bottom of M's spectrum, which lies in [-1, 1]),
 so the wanted pair is the single largest eigenpair of the deflated matrix, found by ARPACK
 (``scipy.sparse.linalg.eigsh``) from a seeded start vector: deterministic, and much faster
-than the dense generalised solver (see ``benchmarks/bench_tokencut.py``). ``x = D^-1/2 y``
+than the dense generalised solver (see ``benchmarks/bench_tokencut.py``). The start vector is
+``numpy.random.default_rng(seed).uniform(-1, 1, N)`` made orthogonal to ``u``: the methods pass
+the run's ``--seed``, so it depends on the seed and the graph's size only (the same for an
+image whatever else the run holds), and seed 0 gives the vector of earlier versions. ``x = D^-1/2 y``
 is D-normalised (``x^T D x = 1``) like ``scipy.linalg.eigh(D - W, D)``'s eigenvectors; the
 sign is arbitrary, and callers fix it by their own rule.
 """
@@ -34,7 +37,8 @@ def fiedler_vector(affinity: np.ndarray, *, method: str = "sparse", seed: int = 
         ``"sparse"``: ARPACK on the deflated normalised matrix (the default);
         ``"dense"``: ``scipy.linalg.eigh(D - W, D)``, the reference.
     seed : int
-        Seeds ARPACK's start vector, so the result is reproducible.
+        Seeds ARPACK's start vector (``default_rng(seed).uniform(-1, 1, N)``), so the result
+        is reproducible; a non-negative integer (the run's ``--seed``).
     tol : float
         ARPACK's relative tolerance on the eigenvalue.
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from harness.api import Option, Sample
 from harness.errors import HarnessError
-from harness.methods._patch_methods import Geometry, PatchFeatureMethod, component_box
+from harness.patch_methods import Geometry, PatchFeatureMethod, component_box
 from harness.methods._spectral import fiedler_vector
 
 #: (neighbours, weight of the pixel coordinates) of the KNN colour affinity
@@ -66,7 +66,8 @@ def knn_color_affinity(image: np.ndarray) -> np.ndarray:
 
 
 def spectral_foreground(features: np.ndarray, grid: tuple[int, int], color: np.ndarray | None = None,
-                        knn_lambda: float = 0.0, solver: str = "sparse") -> tuple[np.ndarray, np.ndarray]:
+                        knn_lambda: float = 0.0, solver: str = "sparse", seed: int = 0
+                        ) -> tuple[np.ndarray, np.ndarray]:
     """Deep Spectral Methods' single-region segmentation on a patch grid.
 
     Parameters
@@ -79,6 +80,10 @@ def spectral_foreground(features: np.ndarray, grid: tuple[int, int], color: np.n
         ``(h, w, 3)`` image in [0, 1] at grid size; needed when ``knn_lambda > 0``.
     knn_lambda : float
         Weight of the KNN colour affinity.
+    solver : {"sparse", "dense"}
+        See :func:`~harness.methods._spectral.fiedler_vector`.
+    seed : int
+        Seeds the sparse solver's start vector (the run's ``--seed``).
 
     Returns
     -------
@@ -94,7 +99,7 @@ def spectral_foreground(features: np.ndarray, grid: tuple[int, int], color: np.n
     W /= W.max()
     if knn_lambda > 0:
         W += knn_lambda * knn_color_affinity(color)
-    _, x = fiedler_vector(W, method=solver)
+    _, x = fiedler_vector(W, method=solver, seed=seed)
     if 0.5 < np.mean(x > 0) < 1.0:  # the object is the smaller side
         x = -x
     return (x > 0).reshape(grid), x.reshape(grid)
@@ -128,6 +133,9 @@ class DeepSpectral(PatchFeatureMethod):
         if self.config["knn_lambda"] < 0:
             raise HarnessError(f"method 'deep-spectral': knn_lambda={self.config['knn_lambda']} must be >= 0")
 
+    def uses_seed(self) -> bool:
+        return self.config["solver"] == "sparse"  # ARPACK's start vector
+
     def segment(self, features: np.ndarray, geometry: Geometry, sample: Sample):
         color = None
         if self.config["knn_lambda"] > 0:
@@ -135,7 +143,8 @@ class DeepSpectral(PatchFeatureMethod):
 
             h, w = geometry.grid
             color = np.asarray(Image.fromarray(sample.image).resize((w, h), Image.BILINEAR), np.float32) / 255.0
-        mask, _ = spectral_foreground(features, geometry.grid, color, self.config["knn_lambda"], self.config["solver"])
+        mask, _ = spectral_foreground(features, geometry.grid, color, self.config["knn_lambda"], self.config["solver"],
+                                      seed=self.run_seed)
         if not mask.any():  # a degenerate (constant) eigenvector: no object found, whole image
             mask = np.ones_like(mask)
         return mask, component_box(largest_component(mask))

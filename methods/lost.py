@@ -33,7 +33,7 @@ import numpy as np
 
 from harness.api import Option, Sample
 from harness.errors import HarnessError
-from harness.methods._patch_methods import Geometry, PatchFeatureMethod, component_box, seed_component
+from harness.patch_methods import Geometry, PatchFeatureMethod, component_box, seed_component
 
 
 TIES = ("torch", "stable")

@@ -51,7 +51,7 @@ class MaskFolder(Method):
     #: The file name pattern when the options do not set one.
     default_pattern: ClassVar[str] = "{id}"
     options = (
-        Option("dir", None, "folder of predicted masks (required)", type=Path),
+        Option("dir", None, "the predictions' folder", type=Path, required=True, metavar="FOLDER"),
         Option("subdir", "", "sub-folder of dir to read (e.g. the dataset's name)"),
         Option("pattern", "{id}", "file name with {id} for the image id; without a suffix, "
                                   "<name>.png then <name>.npy are tried"),
@@ -60,9 +60,7 @@ class MaskFolder(Method):
     )
 
     def __init__(self, **config: Any) -> None:
-        super().__init__(**config)
-        if self.config["dir"] is None:
-            raise PluginError(f"{self.label()} needs the predictions' folder: --method-args dir=FOLDER")
+        super().__init__(**config)  # dir is a required option: missing, it is a PluginError naming it
         self.pattern = self.config.get("pattern", self.default_pattern)
         self.allow_aspect_change = bool(self.config.get("allow_aspect_change", False))
         if "{id}" not in self.pattern:
@@ -159,7 +157,7 @@ class MOVEMasks(MaskFolder):
     #: MOVE's working resolution (shorter side), at which it saves its masks.
     short_side: ClassVar[int] = 448
     options = (
-        Option("dir", None, "folder of MOVE's saved masks (required)", type=Path),
+        Option("dir", None, "the folder of MOVE's saved masks", type=Path, required=True, metavar="FOLDER"),
         Option("subdir", "", "sub-folder of dir to read (e.g. the dataset's name)"),
     )
 

@@ -9,7 +9,8 @@ The definition (DESIGN.md, "Methods"), with the paper's defaults:
   else ``eps`` (1e-5); self-loops kept;
 - the second-smallest generalised eigenvector of ``(D - W) x = lambda D x``
   (:func:`harness.methods._spectral.fiedler_vector`: the symmetric normalised form with
-  ARPACK, deterministic; ``solver=dense`` gives the dense reference solver);
+  ARPACK from a start vector seeded by the run's ``--seed``, deterministic; ``solver=dense``
+  gives the dense reference solver);
 - bipartition at the eigenvector's mean; foreground is the side holding the patch with the
   largest ``|x|`` (the seed); only the seed's 4-connected component is kept;
 - the mask is that component, upsampled to the image by nearest neighbour; the box given to
@@ -31,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness.api import Option, Sample
-from harness.methods._patch_methods import Geometry, PatchFeatureMethod, component_box, seed_component
+from harness.patch_methods import Geometry, PatchFeatureMethod, component_box, seed_component
 from harness.methods._spectral import fiedler_vector
 
 MODES = {"saliency": "resize", "detection": "pad"}
@@ -51,7 +52,7 @@ def tokencut_affinity(features: np.ndarray, tau: float = 0.2, eps: float = 1e-5)
 
 
 def ncut_bipartition(features: np.ndarray, grid: tuple[int, int], tau: float = 0.2, eps: float = 1e-5,
-                     solver: str = "sparse") -> tuple[np.ndarray, np.ndarray, int]:
+                     solver: str = "sparse", seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
     """TokenCut's foreground on a patch grid.
 
     Parameters
@@ -64,6 +65,8 @@ def ncut_bipartition(features: np.ndarray, grid: tuple[int, int], tau: float = 0
         Affinity threshold and the weight below it.
     solver : {"sparse", "dense"}
         See :func:`~harness.methods._spectral.fiedler_vector`.
+    seed : int
+        Seeds the sparse solver's start vector (the run's ``--seed``).
 
     Returns
     -------
@@ -74,7 +77,7 @@ def ncut_bipartition(features: np.ndarray, grid: tuple[int, int], tau: float = 0
     seed : int
         Flat index of the patch with the largest ``|x|``.
     """
-    _, x = fiedler_vector(tokencut_affinity(features, tau, eps), method=solver)
+    _, x = fiedler_vector(tokencut_affinity(features, tau, eps), method=solver, seed=seed)
     seed = int(np.argmax(np.abs(x)))
     if x[seed] < x.mean():  # the seed defines the foreground side
         x = -x
@@ -112,8 +115,12 @@ class TokenCut(PatchFeatureMethod):
     def input_mode(self) -> str:
         return MODES[resolve_mode(self.config["mode"], ())]
 
+    def uses_seed(self) -> bool:
+        return self.config["solver"] == "sparse"  # ARPACK's start vector
+
     def segment(self, features: np.ndarray, geometry: Geometry, sample: Sample):
         c = self.config
-        bipartition, _, seed = ncut_bipartition(features, geometry.grid, c["tau"], c["eps"], c["solver"])
+        bipartition, _, seed = ncut_bipartition(features, geometry.grid, c["tau"], c["eps"], c["solver"],
+                                                seed=self.run_seed)
         component = seed_component(bipartition, seed)
         return component, component_box(component)

@@ -9,6 +9,7 @@ from harness.boxes import box_from_mask, box_iou
 from harness.evaluators.corloc import CorLocEvaluator
 from harness.evaluators.saliency import SaliencyEvaluator
 from harness.methods.center_prior import center_prior
+from harness.pipeline import score
 
 
 def _sample(mask, boxes=None):
@@ -20,23 +21,20 @@ def test_saliency_two_by_two_by_hand():
     # GT: left column is foreground. Prediction levels 255, 153, 51, 0 (1.0, 0.6, 0.2, 0.0).
     gt = [[255, 0], [255, 0]]
     pred = np.array([[1.0, 0.6], [0.2, 0.0]], np.float32)
-    ev = SaliencyEvaluator()
-    row = ev.process(_sample(gt), Prediction(pred))
+    (row,), metrics = score(SaliencyEvaluator(), [(_sample(gt), Prediction(pred))])
     # at 0.5: TP (0,0), FP (0,1), FN (1,0), TN (1,1)
     assert row["acc"] == 0.5 and row["iou"] == pytest.approx(1 / 3)
     assert row["mae"] == pytest.approx((0 + 0.6 + 0.8 + 0) / 4)
     # F(b2=0.3): t < 51/255: P=2/3, R=1 -> 0.72222; 51..152: P=R=1/2 -> 0.5; 153..254: P=1, R=1/2 -> 0.8125
-    metrics = ev.summarize()
     assert metrics["max_fbeta"] == pytest.approx(0.65 / 0.8)
     assert metrics["max_fbeta_threshold"] == pytest.approx(153 / 255)
 
 
 def test_empty_ground_truth_and_empty_prediction():
-    ev = SaliencyEvaluator()
-    row = ev.process(_sample(np.zeros((3, 3))), Prediction(np.zeros((3, 3), np.float32)))
+    rows, metrics = score(SaliencyEvaluator(), [(_sample(np.zeros((3, 3))), Prediction(np.zeros((3, 3), np.float32))),
+                                                (_sample([[255, 0]]), Prediction(np.array([[0.9, 0.0]], np.float32)))])
+    row = rows[0]
     assert np.isnan(row["iou"]) and row["acc"] == 1.0 and row["max_fbeta_per_image"] == 1.0  # P = R = 1
-    ev.process(_sample([[255, 0]]), Prediction(np.array([[0.9, 0.0]], np.float32)))
-    metrics = ev.summarize()
     assert metrics["iou"] == 1.0 and metrics["iou_excluded_empty_union"] == 1
 
 
@@ -60,12 +58,15 @@ def test_corloc_hit_miss_and_empty_prediction():
     mask[2:10, 2:10] = 1.0  # box (2, 2, 10, 10), area 64
     gt_hit = np.array([[2, 2, 10, 11.0]])  # IoU 64/72
     gt_miss = np.array([[2, 2, 10, 20.0]])  # IoU 64/144
-    assert ev.process(_sample(np.zeros((20, 20)), gt_hit), Prediction(mask))["corloc_hit"] == 1
-    assert ev.process(_sample(np.zeros((20, 20)), gt_miss), Prediction(mask))["corloc_hit"] == 0
-    assert ev.process(_sample(np.zeros((20, 20)), gt_hit), Prediction(np.zeros((20, 20), np.float32)))["corloc_hit"] == 0
     own = Prediction(np.zeros((20, 20), np.float32), box=(2, 2, 10, 11))  # a method's own box wins
-    assert ev.process(_sample(np.zeros((20, 20)), gt_hit), own)["corloc_hit"] == 1
-    assert ev.summarize()["corloc"] == 50.0
+    pairs = [(_sample(np.zeros((20, 20)), gt_hit), Prediction(mask)), (_sample(np.zeros((20, 20)), gt_miss), Prediction(mask)),
+             (_sample(np.zeros((20, 20)), gt_hit), Prediction(np.zeros((20, 20), np.float32))),
+             (_sample(np.zeros((20, 20)), gt_hit), own)]
+    rows, metrics = score(ev, pairs)
+    assert [row["corloc_hit"] for row in rows] == [1, 0, 0, 1]
+    assert metrics == {"corloc": 50.0, "n_images": 4}
+    # the evaluator keeps nothing: scoring the same pairs again gives the same numbers
+    assert score(ev, pairs) == (rows, metrics) and not hasattr(ev, "records")
 
 
 def test_center_prior_values():

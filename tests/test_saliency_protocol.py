@@ -17,13 +17,28 @@ def _sample(gt) -> Sample:
     return Sample("x", np.zeros(gt.shape + (3,), np.uint8), gt)
 
 
-def _score(pairs) -> tuple[list[dict], dict, SaliencyEvaluator]:
-    ev = SaliencyEvaluator()
+class Scored:
+    """An evaluator and the records its ``process`` returned (what the runner keeps for it)."""
+
+    def __init__(self, evaluator):
+        self.evaluator, self.records = evaluator, []
+
+    def process(self, sample, prediction) -> dict:
+        record, row = self.evaluator.process(sample, prediction)
+        self.records.append(record)
+        return row
+
+    def summarize(self) -> dict:
+        return self.evaluator.aggregate(self.records)
+
+
+def _score(pairs) -> tuple[list[dict], dict, Scored]:
+    ev = Scored(SaliencyEvaluator())
     rows = [ev.process(_sample(gt), Prediction(np.asarray(p, np.float32))) for gt, p in pairs]
     return rows, ev.summarize(), ev
 
 
-def _curves(ev: SaliencyEvaluator) -> np.ndarray:
+def _curves(ev: Scored) -> np.ndarray:
     from harness.evaluators.saliency import fbeta_curves
 
     return fbeta_curves(np.stack([r.hist_fg for r in ev.records]), np.stack([r.hist_bg for r in ev.records]))
@@ -124,7 +139,7 @@ def test_prediction_is_resized_bilinearly_to_the_ground_truth():
 
 
 def test_records_are_fixed_size():
-    ev = SaliencyEvaluator()
+    ev = Scored(SaliencyEvaluator())
     for size in (8, 300):
         gt = np.zeros((size, size), np.uint8)
         gt[: size // 2] = 255
@@ -150,7 +165,7 @@ def _brute_force(pred: np.ndarray, fg: np.ndarray, thresholds_gt) -> np.ndarray:
 
 def test_matches_the_definition_on_random_masks():
     rng = np.random.default_rng(7)
-    ev = SaliencyEvaluator()
+    ev = Scored(SaliencyEvaluator())
     expected = []
     for i in range(12):
         h, w = rng.integers(5, 40, size=2)
@@ -214,7 +229,7 @@ def test_agrees_with_the_pysodmetrics_formulas():
     import cv2
 
     rng = np.random.default_rng(3)
-    ev = SaliencyEvaluator()
+    ev = Scored(SaliencyEvaluator())
     theirs, maes = [], []
     for _ in range(10):
         h, w = rng.integers(40, 90, size=2)
@@ -244,7 +259,7 @@ def test_size_bins_are_exact_at_the_edges():
 
 
 def test_size_iou_means_counts_and_plot(tmp_path):
-    ev = SizeBinnedIoU()
+    ev = Scored(SizeBinnedIoU())
 
     def image(n_fg, n_hit, n_extra):  # 10x10: n_fg GT pixels, n_hit of them predicted, + n_extra FP
         gt = np.zeros(100, np.uint8)
@@ -263,7 +278,7 @@ def test_size_iou_means_counts_and_plot(tmp_path):
     assert metrics["size_n_30_35"] == 1 and metrics["size_iou_30_35"] == pytest.approx(1 / 3)
     assert metrics["size_n_50_55"] == 0 and metrics["size_iou_50_55"] is None
     assert len(metrics) == 40 and sum(v for k, v in metrics.items() if k.startswith("size_n_")) == 4
-    (path,) = ev.artifacts(tmp_path)
+    (path,) = ev.evaluator.artifacts(ev.records, tmp_path)
     assert path == tmp_path / PLOT_NAME and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from PIL import Image
 
@@ -272,10 +287,10 @@ def test_size_iou_means_counts_and_plot(tmp_path):
 
 def test_size_iou_agrees_with_saliency_iou():
     rng = np.random.default_rng(1)
-    sal, size = SaliencyEvaluator(), SizeBinnedIoU()
+    sal, size = Scored(SaliencyEvaluator()), Scored(SizeBinnedIoU())
     for _ in range(6):
         gt = (rng.random((20, 30)) < rng.uniform(0.05, 0.9)).astype(np.uint8) * 255
         pred = Prediction(rng.random((20, 30)).astype(np.float32))
-        assert sal.process(_sample(gt), pred)["iou"] == pytest.approx(size.process(_sample(gt), pred)["iou"])
-    means, counts = size.per_bin()
+        assert sal.process(_sample(gt), pred)["iou"] == pytest.approx(size.process(_sample(gt), pred)["size_iou"])
+    means, counts = SizeBinnedIoU.per_bin(size.records)
     assert counts.sum() == 6

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.methods._patch_methods import Geometry, component_box, geometry_for, seed_component
+from harness.patch_methods import Geometry, component_box, geometry_for, seed_component
 from harness.methods._spectral import fiedler_vector
 from harness.methods.deep_spectral import knn_color_affinity, largest_component, spectral_foreground
 from harness.methods.lost import lost_seed_expansion

@@ -13,18 +13,23 @@ or channel count, or not finite is recomputed, never used. Writes are atomic.
 
 Extraction is batched: the images that miss the cache are grouped by input size and sent
 through the backbone together, on the backbone's device (a GPU when the run has one).
+
+It is a stage of every run that has a backbone: the runner builds one extractor for the run's
+backbone and hands it to the method as ``RunContext.features`` (:class:`harness.api.FeatureSource`),
+so that every method, built-in or third-party, reads its features through this cache in the
+same way: ``context.features.grids([FeatureRequest(id, digest, preparation, make_input), ...])``.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from harness.api import FeatureRequest  # noqa: F401  (public here too, where it was defined before)
 from harness.cache import FeatureCache, stable_hash
-from harness.errors import HarnessError
+from harness.errors import HarnessError, PluginError
 
 log = logging.getLogger(__name__)
 
@@ -32,27 +37,16 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = "float32"
 
 
-@dataclass
-class FeatureRequest:
-    """One image's features, as a method asks for them.
-
-    Attributes
-    ----------
-    image_id : str
-        The sample id.
-    image_digest : str
-        :func:`harness.cache.array_digest` of the original image.
-    preparation : str
-        How the input was made, including its size (e.g. ``"resize-lanczos:224x336"``).
-    make_input : callable
-        Returns the prepared input, ``(H, W, 3)`` float32 RGB in [0, 1]; only called on a
-        cache miss.
-    """
-
-    image_id: str
-    image_digest: str
-    preparation: str
-    make_input: Callable[[], np.ndarray]
+def features_for(context) -> "FeatureExtractor":
+    """``context.features`` when the runner built it, else a :class:`FeatureExtractor` for
+    ``context.backbone`` with the context's device, cache folder and batch size (a method
+    set up outside a run, e.g. in a test)."""
+    if context.features is not None:
+        return context.features
+    if context.backbone is None:
+        raise HarnessError("no backbone in the run context: a method that reads features needs one "
+                           "(see `harness list backbones`)")
+    return FeatureExtractor(context.backbone, context.device, context.cache_dir, max(int(context.batch_size), 1))
 
 
 class FeatureExtractor:
@@ -68,9 +62,19 @@ class FeatureExtractor:
         The harness cache folder; ``None`` disables caching.
     batch_size : int
         The most images sent through the backbone at once.
+
+    Raises
+    ------
+    PluginError
+        With a cache folder, for a backbone whose ``weights_digest`` is ``None``: its entries
+        could not be told apart from those of other weights.
     """
 
     def __init__(self, backbone, device: str = "cpu", cache_root: str | Path | None = None, batch_size: int = 8):
+        if cache_root is not None and backbone.weights_digest is None:
+            from harness.pipeline import backbone_without_digest
+
+            raise PluginError(backbone_without_digest(backbone))
         self.backbone = backbone
         self.device = device
         self.cache = FeatureCache(cache_root) if cache_root is not None else None

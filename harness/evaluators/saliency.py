@@ -153,14 +153,15 @@ class SaliencyEvaluator(Evaluator):
                "protocol) or nonzero (gt > 0, segmentation-tricks; set by --protocol segtricks)",
                choices=FBETA_FOREGROUND),
     )
+    metric_keys = ("acc", "iou", "max_fbeta", "max_fbeta_threshold", "mae", "iou_excluded_empty_union")
+    row_keys = ("acc", "iou", "mae", "max_fbeta_per_image", "fg_ratio")
 
-    def process(self, sample: Sample, prediction: Prediction) -> dict:
+    def process(self, sample: Sample, prediction: Prediction) -> tuple[SaliencyRecord, dict]:
         record = measure(prediction.mask, sample.mask, self.config["fbeta_foreground"])
-        self.records.append(record)
         n = record.tp + record.fp + record.fn + record.tn
         union = record.tp + record.fp + record.fn
         curve = fbeta_curves(record.hist_fg[None], record.hist_bg[None])[0]
-        return {
+        return record, {
             "acc": (record.tp + record.tn) / n,
             "iou": record.tp / union if union else float("nan"),
             "mae": record.abs_error / n,
@@ -169,27 +170,27 @@ class SaliencyEvaluator(Evaluator):
             "fg_ratio": (record.tp + record.fn) / n,
         }
 
-    def artifacts(self, run_dir) -> list:
+    def artifacts(self, records, run_dir) -> list:
         """``saliency_histograms.npz``: the per-image level histograms, in per_image.csv order
         (what bootstrap intervals of max F-beta and paired comparisons are computed from)."""
         import io
 
         from harness.storage import atomic_write_bytes
 
-        if not self.records:
+        if not records:
             return []
         buffer = io.BytesIO()
         np.savez_compressed(
             buffer,
-            hist_fg=np.stack([x.hist_fg for x in self.records]).astype(np.uint32),
-            hist_bg=np.stack([x.hist_bg for x in self.records]).astype(np.uint32),
+            hist_fg=np.stack([x.hist_fg for x in records]).astype(np.uint32),
+            hist_bg=np.stack([x.hist_bg for x in records]).astype(np.uint32),
         )
         return [atomic_write_bytes(run_dir / HISTOGRAMS_FILE, buffer.getvalue())]
 
-    def summarize(self) -> dict:
-        if not self.records:
+    def aggregate(self, records) -> dict:
+        if not records:
             return {}
-        r = self.records
+        r = records
         tp = np.array([x.tp for x in r], dtype=np.float64)
         fp = np.array([x.fp for x in r], dtype=np.float64)
         fn = np.array([x.fn for x in r], dtype=np.float64)

@@ -6,6 +6,10 @@ the mean IoU at prediction ``> 0.5`` (the saliency protocol's IoU) and the image
 flat metrics ``size_iou_<lo>_<hi>`` and ``size_n_<lo>_<hi>`` (percent), and draws them in
 ``size_iou.png`` in the run directory. An image whose union is empty (no ground truth and no
 prediction) counts in its bin but not in the mean, as in the saliency IoU.
+
+Per-image columns: ``size_fg_ratio`` (the ground-truth foreground ratio), ``size_bin`` (its
+bin's label) and ``size_iou`` (the image's IoU at 0.5), named apart from the saliency
+evaluator's ``fg_ratio`` and ``iou`` so that both can score one run.
 """
 from __future__ import annotations
 
@@ -56,8 +60,10 @@ class SizeBinnedIoU(Evaluator):
     name = "size-iou"
     description = "mean IoU and image count in 20 bins of ground-truth foreground ratio (+ PNG plot)"
     requires = "mask"
+    metric_keys = tuple(key for b in range(N_SIZE_BINS) for key in (f"size_iou_{bin_label(b)}", f"size_n_{bin_label(b)}"))
+    row_keys = ("size_fg_ratio", "size_bin", "size_iou")
 
-    def process(self, sample: Sample, prediction: Prediction) -> dict:
+    def process(self, sample: Sample, prediction: Prediction) -> tuple[tuple[int, float, float], dict]:
         fg = ground_truth_foreground(sample.mask)
         positive = resize_to(prediction.mask, fg.shape) > 0.5
         n_fg = int(np.count_nonzero(fg))
@@ -65,17 +71,19 @@ class SizeBinnedIoU(Evaluator):
         union = n_fg + int(np.count_nonzero(positive)) - inter
         iou = inter / union if union else float("nan")
         index = size_bin(n_fg, fg.size)
-        self.records.append((index, n_fg / fg.size, iou))
-        return {"fg_ratio": n_fg / fg.size, "size_bin": bin_label(index), "iou": iou}
+        return (index, n_fg / fg.size, iou), {"size_fg_ratio": n_fg / fg.size, "size_bin": bin_label(index),
+                                              "size_iou": iou}
 
-    def per_bin(self) -> tuple[np.ndarray, np.ndarray]:
+    @staticmethod
+    def per_bin(records) -> tuple[np.ndarray, np.ndarray]:
         """``(20,)`` mean IoU (NaN where no IoU is defined) and ``(20,)`` image counts."""
-        return per_bin_means(np.array([r[0] for r in self.records]), np.array([r[2] for r in self.records]))
+        return per_bin_means(np.array([r[0] for r in records], dtype=np.int64),
+                             np.array([r[2] for r in records], dtype=np.float64))
 
-    def summarize(self) -> dict:
-        if not self.records:
+    def aggregate(self, records) -> dict:
+        if not records:
             return {}
-        means, counts = self.per_bin()
+        means, counts = self.per_bin(records)
         metrics: dict = {}
         for b in range(N_SIZE_BINS):
             label = bin_label(b)
@@ -83,15 +91,15 @@ class SizeBinnedIoU(Evaluator):
             metrics[f"size_n_{label}"] = int(counts[b])
         return metrics
 
-    def artifacts(self, run_dir: Path) -> list[Path]:
-        if not self.records:
+    def artifacts(self, records, run_dir: Path) -> list[Path]:
+        if not records:
             return []
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
         from harness.storage import atomic_write_bytes
 
-        means, counts = self.per_bin()
+        means, counts = self.per_bin(records)
         width = 100 / N_SIZE_BINS
         centres = (np.arange(N_SIZE_BINS) + 0.5) * width
         fig = Figure(figsize=(8, 4.5), dpi=100)
@@ -108,7 +116,7 @@ class SizeBinnedIoU(Evaluator):
         ax.set_xticks(np.arange(0, 101, 10))
         ax.set_xlabel("ground-truth foreground (% of the image)")
         ax.set_ylabel("mean IoU (prediction > 0.5)")
-        ax.set_title(f"IoU by object size ({len(self.records)} images, {N_SIZE_BINS} bins)")
+        ax.set_title(f"IoU by object size ({len(records)} images, {N_SIZE_BINS} bins)")
         fig.tight_layout()
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")

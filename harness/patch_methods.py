@@ -1,6 +1,7 @@
-"""What TokenCut, LOST and Deep Spectral Methods share: preparing an image for the
-backbone, reading its patch features through the feature cache, and mapping a patch-grid
-mask or box back to the image.
+"""Methods that segment one image from its backbone's patch features (TokenCut, LOST, Deep
+Spectral Methods, and any third-party method built on :class:`PatchFeatureMethod`): preparing
+an image for the backbone, reading its patch features through the run's feature stage
+(``RunContext.features``, cached), and mapping a patch-grid mask or box back to the image.
 
 Three input preparations, as the original papers did them:
 
@@ -20,7 +21,7 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 
-from harness.api import Method, Prediction, RunContext, Sample
+from harness.api import FeatureRequest, Method, Prediction, RunContext, Sample
 from harness.cache import array_digest
 from harness.errors import HarnessError
 
@@ -152,11 +153,16 @@ class PatchFeatureMethod(Method):
 
     Subclasses set :attr:`preparation` (or override :meth:`input_mode`) and implement
     :meth:`segment`, which gets the ``(h * w, C)`` features and returns a grid mask and box.
+    Features come from ``RunContext.features`` (the run's feature cache); ``self.backbone`` is
+    the run's backbone and ``self.run_seed`` the run's ``--seed`` (for a random start, e.g. an
+    eigen solver's: a subclass that uses it returns True from :meth:`uses_seed`).
     """
 
     uses_backbone: ClassVar[bool] = True
     default_backbone: ClassVar[str | None] = "dino-vits16"
     preparation: ClassVar[str] = "pad"
+    #: The run's seed (``RunContext.seed``), set by :meth:`setup`.
+    run_seed: int = 0
 
     def input_mode(self) -> str:
         return self.preparation
@@ -192,18 +198,16 @@ class PatchFeatureMethod(Method):
             )
 
     def setup(self, context: RunContext) -> None:
-        from harness.backbones.features import FeatureExtractor
+        from harness.backbones.features import features_for
 
         if context.backbone is None:
             raise HarnessError(f"method {self.name!r} needs a backbone (see `harness list backbones`)")
         self.backbone = context.backbone
-        self.extractor = FeatureExtractor(context.backbone, context.device, context.cache_dir,
-                                          max(context.batch_size, 1))
+        self.run_seed = int(context.seed)
+        self.extractor = features_for(context)
 
     def patch_features(self, samples: Sequence[Sample]) -> list[tuple[np.ndarray, Geometry]]:
         """``(h * w, C)`` float32 features (row-major over the grid) and the geometry, per sample."""
-        from harness.backbones.features import FeatureRequest
-
         if not hasattr(self, "extractor"):
             raise HarnessError(f"method {self.name!r}: call setup(context) before predicting")
         stride, mode = int(self.backbone.stride), self.input_mode()
