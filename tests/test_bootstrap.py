@@ -1,4 +1,5 @@
-"""Bootstrap intervals: a real coverage check, exact zeros for identical runs, the max-F statistic."""
+"""Bootstrap intervals: equal to a plain numpy percentile bootstrap, intervals worked out by hand
+for two-valued data, exact zeros for identical runs, the max-F statistic."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,26 +13,33 @@ from harness.bootstrap import (
 )
 
 
-def test_mean_interval_covers_the_true_mean_at_about_95_percent():
-    # 200 independent samples of n = 100 from N(0.6, 0.2^2); each 95% interval should contain
-    # 0.6 about 95% of the time. The percentile bootstrap under-covers a little at this n
-    # (~94%); with 200 trials the standard error of the rate is 1.5 points, so [0.90, 0.99]
-    # fails only if the interval is really miscalibrated.
-    hits = 0
-    trials = 200
-    for trial in range(trials):
-        sample = np.random.default_rng(1000 + trial).normal(0.6, 0.2, size=100)
-        interval = mean_interval(sample, resamples=1000, seed=trial)
-        hits += interval.low <= 0.6 <= interval.high
-    assert 0.90 <= hits / trials <= 0.99
+def _numpy_percentile_bootstrap(values: np.ndarray, resamples: int, seed: int) -> tuple[float, float]:
+    """The documented method written out plainly: ``resamples`` resamples of the n images as
+    multinomial counts (n draws, each image 1/n) from ``default_rng(seed)``; the mean of each
+    resample as the average of its repeated values; the 2.5 and 97.5 percentiles."""
+    n = len(values)
+    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=resamples)
+    means = [np.repeat(values, row).mean() for row in counts]
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
 
 
-def test_interval_width_shrinks_like_one_over_root_n():
-    rng = np.random.default_rng(0)
-    small = mean_interval(rng.normal(size=100), resamples=2000)
-    large = mean_interval(rng.normal(size=1600), resamples=2000)
-    ratio = (small.high - small.low) / (large.high - large.low)
-    assert 3.0 < ratio < 5.0  # sqrt(1600 / 100) = 4
+@pytest.mark.parametrize("n, resamples, seed", [(7, 300, 0), (100, 1000, 3), (1600, 500, 11)])
+def test_mean_interval_is_the_numpy_percentile_bootstrap(n, resamples, seed):
+    values = np.random.default_rng(1000 + n).normal(0.6, 0.2, size=n)
+    interval = mean_interval(values, resamples=resamples, seed=seed)
+    low, high = _numpy_percentile_bootstrap(values, resamples, seed)
+    assert interval.estimate == pytest.approx(values.sum() / n, abs=1e-15)
+    assert (interval.low, interval.high) == pytest.approx((low, high), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_two_valued_data_gives_the_two_values_as_the_interval(seed):
+    """Two images: a resample is (a, a), (a, b) or (b, b) with probabilities 1/4, 1/2, 1/4, so
+    a quarter of the resampled means equal a and a quarter b: the 2.5 and 97.5 percentiles are a
+    and b exactly, and the estimate is (a + b) / 2."""
+    interval = mean_interval(np.array([0.25, 0.75]), resamples=200, seed=seed)
+    assert (interval.estimate, interval.low, interval.high) == (0.5, 0.25, 0.75)
 
 
 def test_nan_values_are_left_out():
@@ -55,8 +63,11 @@ def test_paired_difference_detects_a_constant_gain():
     assert interval.format(scale=100, digits=1, signed=True) == "+2.0 [2.0, 2.0]"
 
 
-def test_max_curve_interval_estimate_is_the_dataset_level_max():
+def test_max_curve_interval_of_two_images_by_hand():
+    """Means per threshold 0.4, 0.7, 0.65: the dataset-level max is 0.7. A resample holds image 0
+    twice (max of its curve: 0.9), image 1 twice (0.9) or each once (0.7), each half the time,
+    so the 2.5 and 97.5 percentiles are 0.7 and 0.9."""
     curves = np.array([[0.2, 0.9, 0.4], [0.6, 0.5, 0.9]])
     interval = max_mean_curve_interval(curves, resamples=500)
-    assert interval.estimate == pytest.approx(0.7)  # means per threshold: 0.4, 0.7, 0.65
-    assert 0.5 <= interval.low <= 0.7 <= interval.high <= 0.9
+    assert interval.estimate == pytest.approx(0.7, abs=1e-15)
+    assert (interval.low, interval.high) == pytest.approx((0.7, 0.9), abs=1e-15)
