@@ -23,6 +23,7 @@ from harness.options import resolve_options
 
 if TYPE_CHECKING:  # heavy imports only for type checkers
     import numpy as np
+    import torch
 
 __all__ = [
     "Backbone",
@@ -264,6 +265,10 @@ class Dataset(Plugin):
     split: ClassVar[str] = "test"
     #: The ground truth a sample carries: "mask", "boxes" or both.
     labels: ClassVar[tuple[str, ...]] = ("mask",)
+    #: The dataset's name in report tables ("" = :attr:`name`).
+    title: ClassVar[str] = ""
+    #: Where report tables put the dataset's columns (lower first); ``None``: after those, by name.
+    report_order: ClassVar[int | None] = None
 
     def __init__(self, root: str | Path | None = None, **config: Any) -> None:
         super().__init__(**config)
@@ -292,6 +297,10 @@ class Dataset(Plugin):
                 f"dataset {cls.name!r}: {root} is not a folder (expected layout: {cls.layout})"
             )
         return root
+
+    def _fail(self, message: str) -> DataError:
+        """The error for a missing or malformed file: the dataset, ``message`` and the layout."""
+        return DataError(f"dataset {self.name!r}: {message} (expected layout: {self.layout})")
 
     def scan(self) -> dict[str, Any]:
         """Check the layout and map each sample id to what :meth:`load` needs (read once).
@@ -349,6 +358,13 @@ class Backbone(Plugin):
     ``features(images)`` maps a ``(B, 3, H, W)`` float tensor in [0, 1] (RGB), on the
     backbone's device, to a ``(B, C, H / stride, W / stride)`` feature grid; H and W must
     be multiples of ``stride``. The backbone normalises its input itself (``mean``/``std``).
+
+    What methods may use: ``load``, ``features``, ``weights_digest``, ``feature_dim`` and the
+    geometry below (``stride``, ``mean``, ``std``, ``family``, ``supervised``). A backbone that
+    can be fine-tuned also implements ``trainable_network`` (a trainable copy of its network)
+    and ``network_features`` (``features`` through such a copy, with gradients); trainable
+    methods that fine-tune the encoder (SelfMask) need these two, methods on frozen features
+    (Sempart, TokenCut, ...) do not.
     """
 
     kind: ClassVar[str] = "backbone"
@@ -388,6 +404,51 @@ class Backbone(Plugin):
     def features(self, images):  # pragma: no cover - interface
         raise NotImplementedError
 
+    # ---- for methods that fine-tune the network (SelfMask) -------------------------------
+    def trainable_network(self, pretrained: bool = True) -> "torch.nn.Module":
+        """A new, trainable copy of the network that :meth:`features` runs.
+
+        Parameters
+        ----------
+        pretrained : bool
+            ``True``: with this backbone's weights (loaded first if :meth:`load` has not been
+            called). ``False``: the architecture only, initialised as its constructor does,
+            without reading any weights file (for a method whose checkpoint holds the
+            fine-tuned weights).
+
+        Returns
+        -------
+        torch.nn.Module
+            On the CPU, in training mode, every parameter requiring gradients, holding only the
+            parts :meth:`network_features` uses (so that DistributedDataParallel sees every
+            parameter take part) and sharing nothing with the frozen network. Its
+            ``state_dict`` keys are stable: checkpoints store them.
+
+        Raises
+        ------
+        HarnessError
+            When the backbone offers no trainable network (the default): methods that fine-tune
+            the encoder cannot use it; methods on frozen features can.
+        """
+        from harness.errors import HarnessError
+
+        raise HarnessError(f"backbone {self.name!r} offers no trainable copy of its network "
+                           f"(Backbone.trainable_network), which methods that fine-tune it need")
+
+    def network_features(self, network, images):
+        """:meth:`features` computed through ``network`` (a :meth:`trainable_network` copy),
+        with gradients.
+
+        ``images``: ``(B, 3, H, W)`` RGB in [0, 1] on the network's device, H and W multiples of
+        :attr:`stride`; normalised here with :attr:`mean` / :attr:`std` as in :meth:`features`.
+        Returns ``(B, feature_dim, H / stride, W / stride)``. Given a copy with this backbone's
+        weights, the values equal those of :meth:`features`. Needs no :meth:`load`.
+        """
+        from harness.errors import HarnessError
+
+        raise HarnessError(f"backbone {self.name!r} offers no trainable copy of its network "
+                           f"(Backbone.network_features), which methods that fine-tune it need")
+
     def identity(self) -> dict[str, Any]:
         ident = super().identity()
         ident["weights_digest"] = self.weights_digest
@@ -421,6 +482,10 @@ class Method(Plugin):
     cacheable: ClassVar[bool] = True
     #: Whether ``harness train`` applies.
     trainable: ClassVar[bool] = False
+    #: The method's rows in the report's ablation table (backbone x crop consistency x
+    #: post-processing), or ``None``: ``{"family": str, "crop_consistency": bool}`` and
+    #: optionally ``"post"``, the post-processor the table toggles (default ``"gf"``).
+    ablation: ClassVar[dict[str, Any] | None] = None
 
     def preferred_backbone(self) -> str | None:
         """The backbone used when ``--backbone`` is not given (a checkpoint may decide)."""
@@ -471,6 +536,10 @@ class PostProcessor(Plugin):
     """``(image, soft mask) -> soft mask``, e.g. a guided filter."""
 
     kind: ClassVar[str] = "post"
+    #: The post-processor's name in report tables ("" = :attr:`name`).
+    title: ClassVar[str] = ""
+    #: Where report tables put its columns (lower first); ``None``: after those, by name.
+    report_order: ClassVar[int | None] = None
 
     def setup(self, context: RunContext) -> None:
         """Prepare (pick a device); called once before the first image."""
