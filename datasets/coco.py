@@ -24,6 +24,8 @@ _IMAGE_ID = re.compile(r"(\d+)\.jpg$", re.IGNORECASE)
 
 class COCO20K(Dataset):
     name = "coco20k"
+    title = "COCO20K"
+    report_order = 5
     description = "COCO20K (LOST): 19,817 COCO 2014 train images, non-crowd boxes, for CorLoc"
     layout = ("<root>/train2014/COCO_train2014_<id>.jpg, <root>/annotations/instances_train2014.json "
               "and <root>/coco_20k_filenames.txt (from the LOST repository)")
@@ -40,9 +42,6 @@ class COCO20K(Dataset):
 
     def __init__(self, root: str | Path | None = None, **config: Any) -> None:
         super().__init__(root, **config)
-
-    def _fail(self, message: str) -> DataError:
-        return DataError(f"dataset {self.name!r}: {message} (expected layout: {self.layout})")
 
     def _path(self, option: str, *defaults: str) -> Path:
         given = Path(self.config[option]).expanduser() if self.config[option] is not None else None

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.api import Dataset, Option, Sample
-from harness.errors import DataError, name_some
+from harness.errors import name_some
 from harness.imageio import check_same_size, image_size, list_images, read_image, read_mask
 
 
@@ -54,9 +54,6 @@ class SaliencyFolders(Dataset):
         if masks is not None and self.masks_optional and not masks.is_dir():
             masks = None
         return images, masks
-
-    def _fail(self, message: str) -> DataError:
-        return DataError(f"dataset {self.name!r}: {message} (expected layout: {self.layout})")
 
     def scan(self) -> dict[str, tuple[Path, Path | None]]:
         if not self.images_path.is_dir():
@@ -101,6 +98,8 @@ class SaliencyFolders(Dataset):
 
 class ECSSD(SaliencyFolders):
     name = "ecssd"
+    title = "ECSSD"
+    report_order = 2
     description = "ECSSD (Yan et al. 2013): 1000 images with binary masks"
     layout = "<root>/images/<stem>.jpg and <root>/ground_truth_mask/<stem>.png"
     image_dir = "images"
@@ -110,6 +109,8 @@ class ECSSD(SaliencyFolders):
 
 class DUTSTest(SaliencyFolders):
     name = "duts_te"
+    title = "DUTS-TE"
+    report_order = 1
     description = "DUTS-TE (Wang et al. 2017): 5019 test images with binary masks"
     layout = "<root>/DUTS-TE-Image/<stem>.jpg and <root>/DUTS-TE-Mask/<stem>.png"
     image_dir = "DUTS-TE-Image"
@@ -130,6 +131,8 @@ class DUTSTrain(SaliencyFolders):
 
 class DUTOMRON(SaliencyFolders):
     name = "dut_omron"
+    title = "DUT-OMRON"
+    report_order = 0  # the Two Tricks paper's column order: DUT-OMRON, DUTS-TE, ECSSD, VOC07, VOC12, COCO20K
     description = "DUT-OMRON (Yang et al. 2013): 5168 images with pixel-wise masks"
     layout = "<root>/DUT-OMRON-image/<stem>.jpg and <root>/pixelwiseGT-new-PNG/<stem>.png"
     image_dir = "DUT-OMRON-image"

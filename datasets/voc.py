@@ -74,9 +74,6 @@ class VOCDetection(Dataset):
         super().__init__(root, **config)
         self.base = self._locate()
 
-    def _fail(self, message: str) -> DataError:
-        return DataError(f"dataset {self.name!r}: {message} (expected layout: {self.layout})")
-
     def _locate(self) -> Path:
         folder = f"VOC{self.year}"
         candidates = [self.root, self.root / folder, self.root / "VOCdevkit" / folder]
@@ -147,6 +144,8 @@ class VOCDetection(Dataset):
 
 class VOC07(VOCDetection):
     name = "voc07"
+    title = "VOC07"
+    report_order = 3
     description = "PASCAL VOC 2007 trainval (5011 images), all object boxes, for CorLoc"
     layout = ("the VOC2007 folder (or a VOCdevkit above it) holding Annotations/<id>.xml, "
               "JPEGImages/<id>.jpg and ImageSets/Main/trainval.txt")
@@ -155,6 +154,8 @@ class VOC07(VOCDetection):
 
 class VOC12(VOCDetection):
     name = "voc12"
+    title = "VOC12"
+    report_order = 4
     description = "PASCAL VOC 2012 trainval (11540 images), all object boxes, for CorLoc"
     layout = ("the VOC2012 folder (or a VOCdevkit above it) holding Annotations/<id>.xml, "
               "JPEGImages/<id>.jpg and ImageSets/Main/trainval.txt")
