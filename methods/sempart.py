@@ -97,6 +97,7 @@ def batch_statistics(model):
 class Sempart(TrainableMethod):
     name = "sempart"
     description = "Sempart head on frozen features: NCut + graph-TV, coarse and fine branches (trainable)"
+    ablation = {"family": "sempart", "crop_consistency": False}
     version = "2"
     default_backbone = "dino-vits8"
     default_epochs = 30
@@ -367,6 +368,7 @@ def _read_segtricks_head(path) -> dict | None:
 class SempartCrop(Sempart):
     name = "sempart-crop"
     description = "Sempart + multi-scale crop consistency with a guided-filtered teacher (Two Tricks, trick 2)"
+    ablation = {"family": "sempart", "crop_consistency": True}
     crop_consistency = True
     options = Sempart.options + (
         Option("w_crop_mse", 0.01, "weight of the crop-consistency MSE"),
