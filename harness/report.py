@@ -4,8 +4,13 @@ Tables (``layout``):
 
 - ``saliency``: rows = method (+ backbone) + post chain, columns = dataset x Acc / IoU / max Fβ;
 - ``corloc``: rows = method, columns = dataset;
-- ``ablation``: Sempart rows by backbone x crop consistency x GF, IoU per dataset;
-- ``post``: method x none / GF / BF, IoU per dataset.
+- ``ablation``: rows by backbone x crop consistency x GF for the methods that declare an
+  ablation family (Sempart), IoU per dataset;
+- ``post``: method x none / each post-processor (GF, BF, ...), IoU per dataset.
+
+Plugins name themselves in the tables: a dataset's or post-processor's ``title`` and
+``report_order`` and a method's ``ablation`` are read through the registry (a run whose plugin
+is not installed shows its name, after the ordered columns).
 
 Every cell carries a 95% bootstrap interval over images when the run directory holds its
 per-image data (``per_image.csv``, ``saliency_histograms.npz``); the best estimate of a column
@@ -30,27 +35,50 @@ from harness.run_files import PER_IMAGE_FILE, load_results, read_histograms, rea
 log = logging.getLogger(__name__)
 
 MISSING = "–"
-DATASET_TITLES = {
-    "dut_omron": "DUT-OMRON",
-    "duts_te": "DUTS-TE",
-    "ecssd": "ECSSD",
-    "voc07": "VOC07",
-    "voc12": "VOC12",
-    "coco20k": "COCO20K",
-}
-#: The paper's column order; other datasets follow alphabetically.
-DATASET_ORDER = list(DATASET_TITLES)
 SALIENCY_METRICS = (("acc", "Acc"), ("iou", "IoU"), ("max_fbeta", "max Fβ"))
 #: The metrics the tables and ``harness compare`` show.
 SHOWN_METRICS = ("acc", "iou", "max_fbeta", "corloc")
-POST_TITLES = {"": "none", "gf": "GF", "bs": "BF", "bf": "BF"}
+#: The post table's column for runs without post-processing.
+NO_POST = "none"
 LAYOUTS = ("all", "saliency", "corloc", "ablation", "post")
-SEMPART_FAMILY = {"sempart": False, "sempart-crop": True}  # method -> trained with crop consistency
 DEFAULT_PRESET = "harness"
 
 
+def _plugin(kind: str, name: str) -> type | None:
+    """The installed plugin class of that kind and name, or ``None`` (e.g. a run made with a
+    plugin that has since been uninstalled)."""
+    from harness.registry import get_registry
+
+    return next((entry.cls for entry in get_registry().entries(kind) if entry.name == name), None)
+
+
+def _title(kind: str, name: str) -> str:
+    title = getattr(_plugin(kind, name), "title", "")
+    return title if isinstance(title, str) and title else name
+
+
+def _order(kind: str, name: str) -> tuple:
+    """Sort key of a plugin's columns: its ``report_order`` first, then the unordered by name."""
+    order = getattr(_plugin(kind, name), "report_order", None)
+    if isinstance(order, (int, float)) and not isinstance(order, bool):
+        return (False, order, "")
+    return (True, 0, name)
+
+
 def dataset_title(name: str) -> str:
-    return DATASET_TITLES.get(name, name)
+    """The dataset's ``title`` (e.g. "DUTS-TE"), else its name."""
+    return _title("dataset", name)
+
+
+def post_title(name: str) -> str:
+    """The post-processor's ``title`` (e.g. "GF"), else its name."""
+    return _title("post", name)
+
+
+def method_ablation(name: str) -> dict[str, Any] | None:
+    """The method's ``ablation`` declaration (``family``, ``crop_consistency``, ``post``), or ``None``."""
+    spec = getattr(_plugin("method", name), "ablation", None)
+    return spec if isinstance(spec, dict) and spec.get("family") else None
 
 
 def preset_tag(identity: dict[str, Any] | None) -> str:
@@ -207,8 +235,7 @@ def _note_undefined(run: RunRecord) -> None:
 
 
 def _ordered_datasets(names) -> list[str]:
-    names = set(names)
-    return [d for d in DATASET_ORDER if d in names] + sorted(names - set(DATASET_ORDER))
+    return sorted(set(names), key=lambda name: _order("dataset", name))
 
 
 def latest_runs(runs: list[RunRecord]) -> dict[tuple[str, str], RunRecord]:
@@ -291,37 +318,53 @@ def corloc_table(runs: list[RunRecord]) -> Table | None:
     return _dataset_table(runs, "CorLoc (%)", (("corloc", ""),), required="corloc", percent=True)
 
 
-def ablation_table(runs: list[RunRecord]) -> Table | None:
-    """Sempart runs by backbone x crop consistency x GF: IoU per dataset."""
-    family = [r for r in latest_runs(runs).values()
-              if r.method in SEMPART_FAMILY and r.post_chain in ("", "gf") and "iou" in r.metrics]
-    if not family:
-        return None
-    key = lambda r: ((r.backbone or "–") + preset_tag(r.config["method"]) + r.protocol_tag,  # noqa: E731
-                     "✓" if SEMPART_FAMILY[r.method] else "", "✓" if r.post_chain else "")
-    rows = sorted({key(r) for r in family})
-    datasets = _ordered_datasets(r.dataset for r in family)
-    columns = [f"{dataset_title(d)} IoU" for d in datasets]
-    cells = {(key(r), f"{dataset_title(r.dataset)} IoU"): (r, "iou") for r in family}
-    return Table("Ablation: backbone x crop consistency x GF (IoU)", ["Backbone", "Crop", "GF"], rows, columns, cells)
+def ablation_tables(runs: list[RunRecord]) -> list[Table]:
+    """Per ablation family (methods that declare one, e.g. Sempart and Sempart + crop
+    consistency), rows by backbone x crop consistency x the family's post-processor: IoU per
+    dataset. The family is named in the title only when there are several."""
+    families: dict[tuple[str, str], list[tuple[RunRecord, dict]]] = {}
+    for run in latest_runs(runs).values():
+        spec = method_ablation(run.method)
+        post = str(spec.get("post", "gf")) if spec else ""
+        if spec and run.post_chain in ("", post) and "iou" in run.metrics:
+            families.setdefault((str(spec["family"]), post), []).append((run, spec))
+    tables = []
+    for (family, post), members in sorted(families.items()):
+        key = lambda r, spec: ((r.backbone or "–") + preset_tag(r.config["method"]) + r.protocol_tag,  # noqa: E731
+                               "✓" if spec.get("crop_consistency") else "", "✓" if r.post_chain else "")
+        rows = sorted({key(r, spec) for r, spec in members})
+        columns = [f"{dataset_title(d)} IoU" for d in _ordered_datasets(r.dataset for r, _ in members)]
+        cells = {(key(r, spec), f"{dataset_title(r.dataset)} IoU"): (r, "iou") for r, spec in members}
+        named = f" ({family})" if len(families) > 1 else ""
+        tables.append(Table(f"Ablation{named}: backbone x crop consistency x {post_title(post)} (IoU)",
+                            ["Backbone", "Crop", post_title(post)], rows, columns, cells))
+    return tables
 
 
 def post_table(runs: list[RunRecord]) -> Table | None:
-    """Method x post-processing (none / GF / BF): IoU per dataset."""
-    chosen = [r for r in latest_runs(runs).values() if r.post_chain in POST_TITLES and "iou" in r.metrics]
+    """Method x post-processing (none / one column per post-processor and preset): IoU per dataset."""
+    chosen = [r for r in latest_runs(runs).values() if len(r.config.get("posts", [])) <= 1 and "iou" in r.metrics]
     if len({r.post_chain for r in chosen}) < 2:
         return None  # nothing to compare
+
+    def title(r: RunRecord) -> str:
+        posts = r.config.get("posts", [])
+        return post_title(posts[0]["name"]) + preset_tag(posts[0]) if posts else NO_POST
+
+    def order(r: RunRecord) -> tuple:  # no post first, then the posts' report_order, then by title
+        return (1, _order("post", r.post_chain), title(r)) if r.post_chain else (0,)
+
     rows = [(m,) for m in sorted({r.method_label for r in chosen}, key=str.lower)]
-    title = lambda r: POST_TITLES[r.post_chain] + "".join(preset_tag(p) for p in r.config.get("posts", []))  # noqa: E731
-    titles = list(dict.fromkeys(title(r) for p in POST_TITLES
-                                for r in sorted(chosen, key=lambda r: title(r)) if r.post_chain == p))
+    titles = list(dict.fromkeys(title(r) for r in sorted(chosen, key=order)))
     cells = {((r.method_label,), f"{dataset_title(r.dataset)} {title(r)}"): (r, "iou") for r in chosen}
     columns = [c for c in (f"{dataset_title(d)} {t}" for d in _ordered_datasets(r.dataset for r in chosen) for t in titles)
                if any(column == c for _, column in cells)]  # a dataset without that post-processor: no column
     return Table("Post-processing (IoU)", ["Method"], rows, columns, cells)
 
 
-TABLES = {"saliency": saliency_table, "corloc": corloc_table, "ablation": ablation_table, "post": post_table}
+#: layout -> the tables it shows (none, one, or one per ablation family)
+TABLES = {"saliency": lambda runs: [saliency_table(runs)], "corloc": lambda runs: [corloc_table(runs)],
+          "ablation": ablation_tables, "post": lambda runs: [post_table(runs)]}
 
 
 def read_reference(path: str | Path):
@@ -469,10 +512,10 @@ def render_report(
     names = list(TABLES) if layout == "all" else [layout]
     shown = 0
     for name in names:
-        table = TABLES[name](runs)
-        if table is not None:
-            parts += [f"## {table.title}", "", table.to_markdown(intervals), ""]
-            shown += 1
+        for table in TABLES[name](runs):
+            if table is not None:
+                parts += [f"## {table.title}", "", table.to_markdown(intervals), ""]
+                shown += 1
     if reference is not None:
         text = reference_table(runs, reference)
         if text:

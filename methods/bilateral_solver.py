@@ -376,6 +376,8 @@ class BilateralSolver(PostProcessor):
     """
 
     name = "bs"
+    title = "BF"  # the Two Tricks paper's name; the alias 'bf' inherits it and shares the column
+    report_order = 1
     description = "fast bilateral solver (Barron & Poole), TokenCut/MOVE settings; preset=segtricks: the Two Tricks '+ BF'"
     version = "2"
     options = (

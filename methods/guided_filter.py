@@ -275,6 +275,8 @@ class GuidedFilter(PostProcessor):
     """The guided filter as a post-processor: grey guide, valid-count window means, clamp."""
 
     name = "gf"
+    title = "GF"
+    report_order = 0
     version = "2"
     description = "guided filter (He et al.), grey guide, radius 9, eps 1e-3 (Two Tricks trick 1)"
     options = (
