@@ -91,3 +91,55 @@ def paper_like_runs(root: Path) -> None:
     # an older run of the same cell is superseded by the newer r1
     write_run(root, "r0", "tokencut", "ecssd", quality=0.1, backbone="dino-vits16", seed=10,
               created="2025-01-01T00:00:00+00:00")
+
+
+def f_image(fg_on: int, fg_off: int, bg_on: int, bg_off: int) -> tuple[np.ndarray, np.ndarray]:
+    """The level histograms of an image whose prediction is 1.0 on ``fg_on`` foreground and
+    ``bg_on`` background pixels and 0.0 on the others: its F-beta is the same at every threshold,
+    with P = fg_on / (fg_on + bg_on) and R = fg_on / (fg_on + fg_off)."""
+    hist_fg, hist_bg = np.zeros(256, np.uint32), np.zeros(256, np.uint32)
+    hist_fg[255], hist_fg[0], hist_bg[255], hist_bg[0] = fg_on, fg_off, bg_on, bg_off  # bin 255: 1.0, bin 0: 0.0
+    return hist_fg, hist_bg
+
+
+def write_values_run(root: Path, name: str, method: str, dataset: str, metrics: dict, columns: dict | None,
+                     f_images=None, backbone=None, posts=(), created: str = "2026-01-01T00:00:00+00:00",
+                     data_digest: str | None = None, images: int | None = None) -> Path:
+    """A run directory with the given per-image ``columns`` (name -> one value per image; ``None``:
+    no per_image.csv, ``images`` images), the given ``metrics`` in results.json, and, for saliency
+    runs, the level histograms of ``f_images`` (one :func:`f_image` per image). Nothing is
+    computed here: a test states every number it expects and why."""
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    n = len(next(iter(columns.values()))) if columns else images
+    if columns:
+        ids = [f"{i:04d}" for i in range(n)]
+        names = list(columns)
+        rows = [",".join(["id", *names])] + [",".join([ids[i], *(repr(float(columns[c][i])) for c in names)])
+                                             for i in range(n)]
+        (run_dir / "per_image.csv").write_text("\n".join(rows) + "\n")
+    if f_images is not None:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, hist_fg=np.stack([fg for fg, _ in f_images]),
+                            hist_bg=np.stack([bg for _, bg in f_images]))
+        (run_dir / HISTOGRAMS_FILE).write_bytes(buffer.getvalue())
+    dataset_config = {"name": dataset, "version": "1", "config": {}}
+    if data_digest:
+        dataset_config["data_digest"] = data_digest
+    results = {
+        "schema_version": 1,
+        "run": name,
+        "created": created,
+        "config": {
+            "method": {"name": method, "version": "1", "config": {}},
+            "backbone": {"name": backbone, "config": {}} if backbone else None,
+            "posts": [{"name": p, "version": "1", "config": {}} for p in posts],
+            "dataset": dataset_config,
+        },
+        "protocol": {"name": "harness-saliency-corloc", "version": "1.0"},
+        "weights_digest": "cd" * 32 if backbone else None,
+        "counts": {"images": n},
+        "metrics": metrics,
+    }
+    (run_dir / "results.json").write_text(json.dumps(results))
+    return run_dir
