@@ -154,6 +154,14 @@ class FeatureRequest:
     preparation: str
     make_input: Callable[[], "np.ndarray"]
 
+    @classmethod
+    def of(cls, sample: "Sample", preparation: str, make_input: Callable[[], "np.ndarray"]) -> "FeatureRequest":
+        """The request for ``sample``'s image, digested as the built-in methods digest it (so
+        that entries of the same preparation are shared with them)."""
+        from harness.cache import array_digest
+
+        return cls(sample.id, array_digest(sample.image), preparation, make_input)
+
 
 class FeatureSource(Protocol):
     """The run's backbone features, cached (``context.features``;

@@ -11,6 +11,7 @@ import types
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from harness import Evaluator, Method, hookimpl
@@ -81,7 +82,7 @@ def installed_example(tmp_path_factory) -> Path:
     wheels, site = work / "wheels", work / "site"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "wheel", "--no-build-isolation", "--no-deps", "-w", str(wheels), str(src)], check=True)
-    wheel = next(wheels.glob("harness_center_box-0.3.0-*.whl"))
+    wheel = next(wheels.glob("harness_center_box-0.4.0-*.whl"))
     subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)], check=True)
     return site
 
@@ -91,7 +92,7 @@ def test_third_party_distribution_is_listed_and_runnable(installed_example, tmp_
     listed = harness_cli("list", "methods", env_extra=env)
     assert listed.returncode == 0, listed.stderr
     line = next(line for line in listed.stdout.splitlines() if line.startswith("center-box"))
-    assert "harness-center-box 0.3.0" in line and line.rstrip().endswith("ok")
+    assert "harness-center-box 0.4.0" in line and line.rstrip().endswith("ok")
 
     ran = harness_cli("run", "--method", "center-box", "--dataset", "synthetic", "--dataset-args", "count=4",
                       "--method-args", "frac=0.5", "--out", str(tmp_path / "runs"), "--no-progress", env_extra=env)
@@ -109,7 +110,33 @@ def test_third_party_distribution_is_listed_and_runnable(installed_example, tmp_
         gt = sample.mask > 127
         ious.append((box & gt).sum() / (box | gt).sum())
     assert results["metrics"]["iou"] == pytest.approx(np.mean(ious), abs=1e-12)
-    assert "method center-box: harness-center-box 0.3.0" in results["versions"]["plugins"]
+    assert "method center-box: harness-center-box 0.4.0" in results["versions"]["plugins"]
+
+    # the distribution's other plugins: a method on a backbone (features through the run's
+    # feature cache), a post-processor and an evaluator, all through the public API alone
+    listed = harness_cli("list", env_extra=env).stdout.splitlines()
+    for name in ("border-contrast", "binarize", "dice"):
+        line = next(line for line in listed if line.startswith(name))
+        assert "harness-center-box 0.4.0" in line and line.rstrip().endswith("ok"), line
+    common = ["--method", "border-contrast", "--backbone", "effnet-lite0", "--eval", "saliency", "--eval", "dice",
+              "--dataset", "synthetic", "--dataset-args", "count=3,height=64,width=96", "--no-progress"]
+    ran = harness_cli("run", *common, "--post", "binarize", "--out", str(tmp_path / "third"), env_extra=env)
+    assert ran.returncode == 0, ran.stderr
+    run_dir = next((tmp_path / "third").glob("*/results.json")).parent
+    results = json.loads((run_dir / "results.json").read_text())
+    rows = pd.read_csv(run_dir / "per_image.csv")
+    assert list(rows.columns) == ["id", "acc", "iou", "mae", "max_fbeta_per_image", "fg_ratio", "dice"]
+    # on a binary mask Dice = 2 IoU / (1 + IoU), image by image; the metric is their mean
+    np.testing.assert_allclose(rows["dice"], 2 * rows["iou"] / (1 + rows["iou"]), atol=2e-6)
+    assert results["metrics"]["dice"] == pytest.approx(rows["dice"].mean(), abs=2e-6)
+    assert 0 < results["metrics"]["dice"] < 1
+    features = sorted((tmp_path / "cache" / "features").rglob("*.entry"))
+    assert len(features) == 3  # one cached grid per image, through the run's feature stage
+    # another post chain re-uses the method's cached masks, hence its features
+    again = harness_cli("run", *common, "--out", str(tmp_path / "third"), env_extra=env)
+    assert again.returncode == 0, again.stderr
+    assert "3 images (3 masks from the cache)" in again.stdout
+    assert sorted((tmp_path / "cache" / "features").rglob("*.entry")) == features
 
     # uninstalling (removing its site folder) removes it from the listing
     shutil.rmtree(installed_example)
