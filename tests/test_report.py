@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from harness.cli import main
 from harness.errors import HarnessError
@@ -346,27 +345,6 @@ def test_compare_refuses_runs_on_different_images(runs_dir, capsys):
 def test_report_without_runs_is_a_clear_error(tmp_path):
     with pytest.raises(HarnessError, match="no results.json found"):
         find_runs([tmp_path])
-
-
-def test_figures_from_real_runs(tmp_path, capsys):
-    """Two runs on the synthetic dataset: the grid and the size plot exist, have the expected
-    pixel size and are not blank, and the markdown links them."""
-    from harness.figures import grid_size
-
-    common = ["--dataset", "synthetic", "--dataset-args", "count=6", "--out", str(tmp_path / "runs"), "--no-progress"]
-    assert main(["run", "--method", "center-prior", *common]) == 0
-    assert main(["run", "--method", "center-prior", "--method-args", "sigma=0.15", *common]) == 0
-    out = tmp_path / "report" / "table.md"
-    assert main(["report", str(tmp_path / "runs"), "-o", str(out), "--resamples", "200"]) == 0
-    text = out.read_text()
-    grid = out.parent / "table_figures" / "qualitative_synthetic.png"
-    size = out.parent / "table_figures" / "size_iou_synthetic.png"
-    assert "(table_figures/qualitative_synthetic.png)" in text and "(table_figures/size_iou_synthetic.png)" in text
-    pixels = np.asarray(Image.open(grid).convert("RGB"))
-    assert (pixels.shape[1], pixels.shape[0]) == grid_size(rows=3, columns=4)
-    assert pixels.std() > 20  # images and masks, not a blank canvas
-    plot = np.asarray(Image.open(size).convert("RGB"))
-    assert plot.shape[:2] == (450, 700) and len(np.unique(plot.reshape(-1, 3), axis=0)) > 10
 
 
 def test_presets_and_protocols_are_rows_of_their_own_and_named(runs_dir, tmp_path):
