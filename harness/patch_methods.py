@@ -22,8 +22,10 @@ from typing import ClassVar, Sequence
 import numpy as np
 
 from harness.api import FeatureRequest, Method, Prediction, RunContext, Sample
+from harness.boxes import mask_box
 from harness.cache import array_digest
 from harness.errors import HarnessError
+from harness.imageops import label_components, resize
 
 PREPARATIONS = ("resize", "pad", "crop")
 #: The environment variable that caps the memory of one image's patch graph, in GiB.
@@ -116,11 +118,8 @@ def geometry_for(image_size: tuple[int, int], stride: int, mode: str) -> Geometr
 def prepare_input(image: np.ndarray, geometry: Geometry, mean: Sequence[float]) -> np.ndarray:
     """The backbone input ``(H', W', 3)`` float32 in [0, 1] for an ``(H, W, 3)`` uint8 image."""
     target_h, target_w = geometry.input_size
-    if geometry.mode == "resize":
-        from PIL import Image
-
-        resized = Image.fromarray(image).resize((target_w, target_h), Image.LANCZOS)
-        return np.asarray(resized, dtype=np.float32) / 255.0
+    if geometry.mode == "resize":  # TokenCut's PIL Lanczos resize
+        return resize(image, (target_h, target_w), "lanczos", antialias=True).astype(np.float32) / 255.0
     out = np.empty((target_h, target_w, 3), dtype=np.float32)
     out[:] = np.asarray(mean, dtype=np.float32)
     h, w = min(target_h, image.shape[0]), min(target_w, image.shape[1])
@@ -128,18 +127,14 @@ def prepare_input(image: np.ndarray, geometry: Geometry, mean: Sequence[float]) 
     return out
 
 
-def component_box(component: np.ndarray) -> tuple[int, int, int, int]:
-    """Grid box ``(x0, y0, x1, y1)`` (exclusive ends) of a non-empty boolean ``(h, w)`` mask."""
-    ys, xs = np.nonzero(component)
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+#: Grid box ``(x0, y0, x1, y1)`` (exclusive ends) of a non-empty boolean ``(h, w)`` mask.
+component_box = mask_box
 
 
 def seed_component(mask: np.ndarray, seed: int) -> np.ndarray:
     """The 4-connected component of boolean ``(h, w)`` ``mask`` holding flat index ``seed``
     (``scipy.ndimage.label``'s default connectivity, as TokenCut and LOST used)."""
-    from scipy import ndimage
-
-    labels, _ = ndimage.label(mask)
+    labels, _ = label_components(mask, connectivity=4)
     label = labels.flat[seed]
     if label == 0:  # the seed is outside the mask: keep the seed patch alone
         single = np.zeros(mask.shape, dtype=bool)

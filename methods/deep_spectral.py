@@ -27,6 +27,7 @@ import numpy as np
 
 from harness.api import Option, Sample
 from harness.errors import HarnessError
+from harness.imageops import label_components, resize
 from harness.patch_methods import Geometry, PatchFeatureMethod, component_box
 from harness.methods._spectral import fiedler_vector
 
@@ -107,9 +108,7 @@ def spectral_foreground(features: np.ndarray, grid: tuple[int, int], color: np.n
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 8-connected component of a boolean mask (the mask itself if empty)."""
-    from scipy import ndimage
-
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    labels, count = label_components(mask, connectivity=8)
     if count == 0:
         return mask
     sizes = np.bincount(labels.ravel())[1:]
@@ -139,10 +138,8 @@ class DeepSpectral(PatchFeatureMethod):
     def segment(self, features: np.ndarray, geometry: Geometry, sample: Sample):
         color = None
         if self.config["knn_lambda"] > 0:
-            from PIL import Image
-
             h, w = geometry.grid
-            color = np.asarray(Image.fromarray(sample.image).resize((w, h), Image.BILINEAR), np.float32) / 255.0
+            color = resize(sample.image, (h, w), "bilinear", antialias=True).astype(np.float32) / 255.0
         mask, _ = spectral_foreground(features, geometry.grid, color, self.config["knn_lambda"], self.config["solver"],
                                       seed=self.run_seed)
         if not mask.any():  # a degenerate (constant) eigenvector: no object found, whole image
