@@ -20,6 +20,7 @@ import numpy as np
 
 from harness.api import Method, Option, Prediction, Sample
 from harness.errors import DataError, PluginError, name_some
+from harness.imageops import resize
 from harness.imageio import PREDICTION_SUFFIXES, _open, image_size, inspect_file, list_names, read_soft_mask
 
 log = logging.getLogger(__name__)
@@ -29,10 +30,7 @@ def resize_bilinear(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """``(h, w)`` float32 -> ``(H, W)`` float32, bilinear (OpenCV, half-pixel centres)."""
     if mask.shape == tuple(shape):
         return mask
-    import cv2
-
-    out = cv2.resize(mask.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-    return np.clip(out, 0.0, 1.0)
+    return np.clip(resize(mask.astype(np.float32), shape, "bilinear"), 0.0, 1.0)
 
 
 def same_aspect(pred_hw: tuple[int, int], image_hw: tuple[int, int]) -> bool:
@@ -183,12 +181,8 @@ class MOVEMasks(MaskFolder):
     def predict(self, sample: Sample) -> Prediction:
         """As MOVE's ``segmentation_eval.py``: ``convert("L")``, PIL bilinear resize to the image's
         size (the ground truth's), ``/ 255``."""
-        from PIL import Image
-
         path = self._path(sample.id)
         grey = self.read_prediction(path)
         self._check_aspect(path, (grey.height, grey.width), sample)
-        height, width = sample.image.shape[:2]
-        if grey.size != (width, height):
-            grey = grey.resize((width, height), Image.BILINEAR)
-        return Prediction(np.asarray(grey, dtype=np.float32) / np.float32(255.0))
+        grey = resize(np.asarray(grey), sample.image.shape[:2], "bilinear", antialias=True)
+        return Prediction(grey.astype(np.float32) / np.float32(255.0))

@@ -40,17 +40,14 @@ N_SIZE_BINS = 20
 def resize_shorter_side(array: "np.ndarray", shorter: int) -> "np.ndarray":
     """PIL bilinear resize of a uint8 ``(H, W[, 3])`` array so that its shorter side is
     ``shorter``; the longer side is ``int(shorter * long / short)`` (torchvision's rule)."""
-    import numpy as np
-    from PIL import Image
+    from harness.imageops import resize
 
     height, width = array.shape[:2]
     if height <= width:
-        size = (int(shorter * width / height), shorter)
+        size = (shorter, int(shorter * width / height))
     else:
-        size = (shorter, int(shorter * height / width))
-    if size == (width, height):
-        return array
-    return np.asarray(Image.fromarray(array).resize(size, Image.BILINEAR))
+        size = (int(shorter * height / width), shorter)
+    return resize(array, size, "bilinear", antialias=True)
 
 
 def center_crop(array: "np.ndarray", side: int) -> "np.ndarray":

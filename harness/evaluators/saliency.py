@@ -28,6 +28,7 @@ import numpy as np
 
 from harness.api import Evaluator, Option, Prediction, Sample
 from harness.evaluators.protocol import BETA2, N_THRESHOLDS
+from harness.imageops import resize
 
 # 255 * p of a float32 p = v / 255 is off by up to ~2e-5; this keeps it on level v.
 _LEVEL_EPS = 1e-4
@@ -44,7 +45,7 @@ class SaliencyRecord:
     fn: int
     tn: int
     abs_error: float
-    hist_fg: np.ndarray  # (256,) int64: pixels whose level is b - 1 (see threshold_levels)
+    hist_fg: np.ndarray  # (256,) int64: pixels in bin b, i.e. above the thresholds k / 255 for k < b
     hist_bg: np.ndarray  # (256,) int64
 
 
@@ -58,23 +59,17 @@ def ground_truth_foreground(mask: np.ndarray) -> np.ndarray:
 
 
 def resize_to(prediction: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a ``(h, w)`` float mask to ``shape = (H, W)``."""
+    """The protocol's resize of a ``(h, w)`` soft mask to ``shape = (H, W)``: bilinear, OpenCV
+    (no antialiasing), float32; a mask of that size is used as it is."""
     if prediction.shape == tuple(shape):
         return prediction
-    import cv2
-
-    return cv2.resize(prediction.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-
-
-def threshold_levels(prediction: np.ndarray) -> np.ndarray:
-    """Integer level ``u`` in -1..254 per pixel such that ``p > k / 255  <=>  u >= k``."""
-    scaled = prediction.astype(np.float64) * 255.0
-    return (np.ceil(scaled - _LEVEL_EPS) - 1).clip(-1, N_THRESHOLDS - 1).astype(np.int64)
+    return resize(prediction.astype(np.float32), shape, "bilinear")
 
 
 def _histogram_bins(prediction: np.ndarray) -> np.ndarray:
-    """``threshold_levels + 1`` (0..255) as uint8, in float32 arithmetic (twice as fast;
-    float32 round-off is ~2e-5 of a level, well inside ``_LEVEL_EPS``)."""
+    """Per pixel the bin ``b`` in 0..255 such that ``p > k / 255  <=>  b > k`` (``b - 1`` is the
+    pixel's level), as uint8, in float32 arithmetic (twice as fast as float64; float32
+    round-off is ~2e-5 of a level, well inside ``_LEVEL_EPS``)."""
     scaled = prediction.astype(np.float32, copy=False) * np.float32(255.0)
     scaled -= np.float32(_LEVEL_EPS)
     np.ceil(scaled, out=scaled)
