@@ -478,3 +478,54 @@ def test_the_runs_seed_reaches_tokencut_and_deep_spectral_and_keys_their_masks(t
     # LOST has no random start: its masks do not depend on the seed
     run(RunSpec(method="lost", seed=7, **common))
     assert run(RunSpec(method="lost", seed=8, **common)).results["counts"]["n_cached"] == 2
+
+
+# ---- the core does not import the built-in plugins ------------------------------------------------
+
+def test_the_core_imports_no_built_in_plugin_module_but_through_the_builtin_hooks():
+    """harness/ reaches methods/ and datasets/ (harness.methods, harness.datasets) only through
+    harness/builtin_plugins.py, the way a third party's plugins are reached."""
+    import ast
+
+    import harness
+
+    core = Path(harness.__file__).parent
+    offenders = []
+    for path in sorted(core.rglob("*.py")):
+        if path.name == "builtin_plugins.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if isinstance(node, ast.ImportFrom) and node.module == "harness":
+                names += [f"harness.{a.name}" for a in node.names]
+            offenders += [f"{path.relative_to(core)}:{node.lineno} {n}" for n in names
+                          if n.split(".")[:2] in (["harness", "methods"], ["harness", "datasets"])]
+    assert offenders == []
+
+
+def test_report_figures_read_size_iou_columns_and_reopen_runs(registry, tmp_path, monkeypatch):
+    """The size curves of a run scored by size-iou alone come from its size_fg_ratio and size_iou
+    columns, the same curve as a saliency run's fg_ratio and iou; the qualitative grid's masks
+    come from the reopened runs (cache first, the method not called again)."""
+    from harness.evaluators.size_iou import per_bin_means
+    from harness.figures import _run_masks, size_curves
+    from harness.report import find_runs
+
+    sized = run(_spec(tmp_path, evaluators=["size-iou"], out=tmp_path / "a"), registry)
+    scored = run(_spec(tmp_path, evaluators=["saliency"], out=tmp_path / "b"), registry)
+    assert Prior.calls == 4
+    rows = pd.read_csv(sized.run_dir / "per_image.csv")
+    bins = np.minimum((rows["size_fg_ratio"].to_numpy() * 20).astype(int), 19)
+    means, counts = per_bin_means(bins, rows["size_iou"].to_numpy())
+    assert counts.sum() == 4 and np.isfinite(means).sum() >= 1
+    for parent in ("a", "b"):
+        (record,) = find_runs([tmp_path / parent], resamples=10)
+        (made,) = size_curves([record], tmp_path / f"fig-{parent}")
+        assert made[1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import harness.registry as registry_module
+
+    monkeypatch.setattr(registry_module, "_REGISTRY", registry)
+    (record,) = find_runs([tmp_path / "b"], resamples=10)
+    masks = _run_masks(record, ["synthetic_0002"])
+    assert Prior.calls == 4 and masks["synthetic_0002"][1].shape == (48, 64)
