@@ -25,11 +25,16 @@ from harness.storage import atomic_write_bytes
 log = logging.getLogger(__name__)
 
 
+def user_cache_home() -> Path:
+    """``$XDG_CACHE_HOME``, else ``~/.cache``: where the harness, torch and Hugging Face keep
+    their caches by default (read at call time)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser()
+
+
 def default_cache_dir() -> Path:
     if os.environ.get("HARNESS_CACHE"):
         return Path(os.environ["HARNESS_CACHE"]).expanduser()
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "harness"
+    return user_cache_home() / "harness"
 
 
 def stable_hash(obj: Any, length: int = 40) -> str:

@@ -59,19 +59,20 @@ def offline() -> bool:
 
 def torch_hub_checkpoints() -> Path:
     """``$TORCH_HOME/hub/checkpoints`` as torch itself computes it (without importing torch)."""
+    from harness.cache import user_cache_home
+
     home = os.environ.get("TORCH_HOME")
-    if not home:
-        home = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch")
-    return Path(home).expanduser() / "hub" / "checkpoints"
+    return (Path(home).expanduser() if home else user_cache_home() / "torch") / "hub" / "checkpoints"
 
 
 def hf_hub_cache() -> Path:
     """The Hugging Face hub cache folder, read from the environment at call time."""
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface")
-    return Path(home).expanduser() / "hub"
+    from harness.cache import user_cache_home
+
+    home = os.environ.get("HF_HOME")
+    return (Path(home).expanduser() if home else user_cache_home() / "huggingface") / "hub"
 
 
 def _hf_cached_file(repo_id: str) -> Path | None:
