@@ -291,9 +291,6 @@ class IbotVitS16(ViTBackbone):
     source = WeightsSource("ibot_vits16_checkpoint_teacher.pth")
 
 
-DINO_BACKBONES = (DinoVitS8, DinoVitS8Ep300, DinoVitS16, DinoVitB8, DinoVitB16)
-
-
 def random_official_state(arch_dim: int, depth: int, patch: int, grid: int = 14, seed: int = 0) -> dict:
     """A state dict with random values in the official DINO key layout (tests, benchmarks).
 
