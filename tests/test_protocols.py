@@ -68,11 +68,12 @@ def test_segtricks_run_records_its_protocol_and_scores_the_crop(ecssd_root, tmp_
     dataset = get_registry().create("dataset", "ecssd", {}, root=ecssd_root)
     protocol, method = get_protocol("segtricks"), CenterPrior()
     evaluator = SaliencyEvaluator(fbeta_foreground="nonzero")
+    records = []
     for sample_id in dataset.ids()[:3]:
         view = protocol.view(dataset.load(sample_id))
         mask = quantize_mask(validate_prediction(method.predict(view), view, "m").mask).astype(np.float32) / 255
-        evaluator.process(view, Prediction(mask))
-    expected = evaluator.summarize()
+        records.append(evaluator.process(view, Prediction(mask))[0])
+    expected = evaluator.aggregate(records)
     for key in ("acc", "iou", "max_fbeta"):
         assert crop.metrics[key] == pytest.approx(expected[key], abs=1e-9), key
 
