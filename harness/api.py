@@ -427,10 +427,12 @@ class Backbone(Plugin):
         Returns
         -------
         torch.nn.Module
-            On the CPU, in training mode, every parameter requiring gradients, holding only the
-            parts :meth:`network_features` uses (so that DistributedDataParallel sees every
-            parameter take part) and sharing nothing with the frozen network. Its
-            ``state_dict`` keys are stable: checkpoints store them.
+            On the CPU, in training mode, every parameter requiring gradients, sharing nothing
+            with the frozen network; its ``state_dict`` keys are stable (checkpoints store
+            them). Leave out the modules :meth:`network_features` never reaches where whole
+            modules can go, since DistributedDataParallel needs every parameter to take part
+            (EfficientNet-Lite0 is cut after its feature stage; a ViT keeps every block: its
+            attention keys do not reach the last MLP, but SelfMask reads its final tokens).
 
         Raises
         ------

@@ -180,6 +180,78 @@ def test_vit_features_match_a_manual_recomputation(dino_s16_file, choice):
     torch.testing.assert_close(feats, expected, rtol=1e-4, atol=1e-5)
 
 
+# ---- trainable copies of the network (Backbone.trainable_network / network_features) ------------
+
+def _fine_tunable(kind: str, weights: Path):
+    if kind.startswith("effnet"):
+        return EffNetLite0(stride=kind.split("-s")[1])
+    return DinoVitS16(weights=weights, features=kind.split("-")[1])
+
+
+#: what a ViT's attention keys never reach: the last block after its qkv projection, the final norm
+_AFTER_KEYS = ("blocks.11.attn.proj.", "blocks.11.norm2.", "blocks.11.mlp.", "norm.")
+
+
+@pytest.mark.parametrize("kind", ["effnet-s8", "effnet-s16", "vit-keys", "vit-tokens"])
+def test_a_trainable_copy_gives_the_features_with_gradients_and_leaves_the_backbone_frozen(dino_s16_file, kind):
+    backbone = _fine_tunable(kind, dino_s16_file)
+    backbone.load("cpu")
+    images = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    frozen = backbone.features(images)
+    network = backbone.trainable_network()
+    assert network.training and all(p.requires_grad for p in network.parameters())
+    assert not {p.data_ptr() for p in network.parameters()} & {p.data_ptr() for p in backbone.model.parameters()}
+    with torch.no_grad():
+        same = backbone.network_features(network.eval(), images)
+    torch.testing.assert_close(same, frozen, rtol=1e-6, atol=1e-6)  # the loaded weights, the same function
+    out = backbone.network_features(network.train(), images)
+    assert out.shape == (2, backbone.feature_dim, 64 // backbone.stride, 96 // backbone.stride) and out.requires_grad
+    out.square().mean().backward()
+    unused = sorted(name for name, p in network.named_parameters() if p.grad is None)
+    if kind == "vit-keys":  # a ViT keeps its whole network (SelfMask reads its final tokens)
+        assert unused and all(name.startswith(_AFTER_KEYS) for name in unused)
+        assert {name.split(".")[0] for name in unused} == {"blocks", "norm"}
+    else:  # every parameter left takes part (DistributedDataParallel needs it): EfficientNet is cut after its stage
+        assert unused == []
+    with torch.no_grad():
+        for p in network.parameters():
+            p.add_(0.1)
+    assert torch.equal(backbone.features(images), frozen)  # the frozen backbone did not move
+    assert not any(p.requires_grad for p in backbone.model.parameters())
+
+
+def test_an_untrained_copy_reads_no_weights_and_a_backbone_without_one_says_so(tmp_path, dino_s16_file):
+    missing = tmp_path / "no_such_weights.pth"
+    effnet = EffNetLite0(weights=missing, stride="8")
+    bare = effnet.trainable_network(pretrained=False)  # the architecture alone: the missing file is not read
+    pretrained = EffNetLite0(stride="8").trainable_network()
+    assert list(bare.state_dict()) == list(pretrained.state_dict())
+    assert not any(k.startswith(("blocks.3.", "conv_head", "bn2", "classifier")) for k in bare.state_dict())
+    assert not torch.equal(bare.conv_stem.weight, pretrained.conv_stem.weight)
+    assert _grid_shape(effnet, bare) == (1, 40, 4, 6)
+    with pytest.raises(HarnessError, match="no_such_weights.pth: no such file"):
+        effnet.trainable_network()  # with weights, the file is needed
+
+    vit = DinoVitS16(weights=dino_s16_file)
+    copy = vit.trainable_network()  # loads the backbone first
+    assert vit.model is not None
+    assert torch.equal(copy.state_dict()["blocks.3.attn.qkv.weight"], vit.model.state_dict()["blocks.3.attn.qkv.weight"])
+
+    class Frozen(Backbone):
+        name = "frozen-only"
+
+    with pytest.raises(HarnessError, match=r"backbone 'frozen-only' offers no trainable copy of its network "
+                                           r"\(Backbone.trainable_network\)"):
+        Frozen().trainable_network()
+    with pytest.raises(HarnessError, match=r"\(Backbone.network_features\)"):
+        Frozen().network_features(None, torch.zeros(1, 3, 8, 8))
+
+
+def _grid_shape(backbone, network) -> tuple[int, ...]:
+    with torch.no_grad():
+        return tuple(backbone.network_features(network.eval(), torch.rand(1, 3, 32, 48)).shape)
+
+
 def test_vit_rejects_sizes_that_are_not_patch_multiples(dino_s16_file):
     backbone = DinoVitS16(weights=dino_s16_file)
     backbone.load("cpu")

@@ -156,10 +156,36 @@ class EffNetLite0(TimmBackboneMixin, Backbone):
         import torch
 
         x = self._normalise(images)
-        last, _ = STAGE_FOR_STRIDE[self.stride]
-        model = self._model
         with torch.no_grad():
-            x = model.bn1(model.conv_stem(x))
-            for stage in model.blocks[: last + 1]:
-                x = stage(x)
+            return self._stages(self._model, x)
+
+    def trainable_network(self, pretrained: bool = True):
+        """A new ``tf_efficientnet_lite0`` cut after the stage the features come from (the later
+        stages, head and classifier are dropped: every parameter left takes part), trainable, on
+        the CPU; with ``pretrained`` it holds this backbone's weights (loaded first if needed).
+        Its keys are timm's (``conv_stem.*``, ``bn1.*``, ``blocks.<stage>.<j>.*``)."""
+        from torch import nn
+
+        if pretrained and self._model is None:
+            self.load(self.device)
+        network = self.build()
+        last, _ = STAGE_FOR_STRIDE[self.stride]
+        network.blocks = network.blocks[: last + 1]
+        for name in ("conv_head", "bn2", "global_pool", "classifier"):
+            setattr(network, name, nn.Identity())
+        if pretrained:
+            frozen = self._model.state_dict()
+            network.load_state_dict({key: frozen[key] for key in network.state_dict()})
+        return network.train().requires_grad_(True)
+
+    def network_features(self, network, images):
+        """:meth:`features` through ``network`` (a :meth:`trainable_network` copy), with gradients."""
+        return self._stages(network, self._normalise(images, loaded=False))
+
+    def _stages(self, network, x):
+        """Stem (convolution + BatchNorm), then the blocks up to the configured stage."""
+        last, _ = STAGE_FOR_STRIDE[self.stride]
+        x = network.bn1(network.conv_stem(x))
+        for stage in network.blocks[: last + 1]:
+            x = stage(x)
         return x

@@ -63,7 +63,9 @@ class TimmBackboneMixin:
             self._digest = file_digest(self.weights_path())
         return self._digest
 
-    def _normalise(self, images):
+    def _normalise(self, images, loaded: bool = True):
+        """``(images - mean) / std`` after checking the shape, the stride and (``loaded``) that
+        :meth:`load` was called."""
         import torch
 
         if images.ndim != 4 or images.shape[1] != 3:
@@ -74,7 +76,7 @@ class TimmBackboneMixin:
                 f"backbone {self.name!r}: input size {height}x{width} is not a multiple of its stride "
                 f"{self.stride}; resize or pad the images first"
             )
-        if self._model is None:
+        if loaded and self._model is None:
             raise HarnessError(f"backbone {self.name!r}: call load(device) before features()")
         mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
@@ -135,7 +137,12 @@ def _dino_pos_embed(model, x):
 
 
 class ViTBackbone(TimmBackboneMixin, Backbone):
-    """A timm Vision Transformer with a hook on the last block's qkv projection.
+    """A timm Vision Transformer; keys, queries and values are read by a forward hook on the
+    last block's qkv projection, placed for the duration of one forward pass.
+
+    ``trainable_network`` gives a new copy of the network (the whole ViT: SelfMask fine-tunes
+    every block and reads the final normalised tokens) and ``network_features`` the configured
+    feature through such a copy, with gradients.
 
     ``version`` 2: position embeddings resampled by DINO's rule (was timm's).
     """
@@ -152,7 +159,6 @@ class ViTBackbone(TimmBackboneMixin, Backbone):
     def __init__(self, weights: str | Path | None = None, **config: Any) -> None:
         super().__init__(weights=weights, **config)
         self._init_state()
-        self._qkv: dict[str, Any] = {}
 
     @property
     def feature_dim(self) -> int:
@@ -187,13 +193,8 @@ class ViTBackbone(TimmBackboneMixin, Backbone):
             self.device = device
 
     def _attach(self, model) -> None:
-        """Freeze ``model`` and hook its last qkv projection."""
-        model.eval().requires_grad_(False)
-        model.blocks[-1].attn.qkv.register_forward_hook(self._qkv_hook)
-        self._model = model
-
-    def _qkv_hook(self, module, inputs, output) -> None:
-        self._qkv["out"] = output
+        """Freeze ``model`` and keep it as the backbone's network."""
+        self._model = model.eval().requires_grad_(False)
 
     @property
     def model(self):
@@ -217,19 +218,41 @@ class ViTBackbone(TimmBackboneMixin, Backbone):
         import torch
 
         x = self._normalise(images)
+        with torch.no_grad():
+            return self._grid(self._model, x)
+
+    def trainable_network(self, pretrained: bool = True):
+        """A new timm ViT of this architecture (DINO's position-embedding rule), trainable, on the
+        CPU; with ``pretrained`` it holds this backbone's weights (loaded first if needed)."""
+        if pretrained and self._model is None:
+            self.load(self.device)
+        network = self.build()  # a new module: nothing is shared with the frozen network
+        if pretrained:
+            network.load_state_dict(self._model.state_dict())
+        return network.train().requires_grad_(True)
+
+    def network_features(self, network, images):
+        """:meth:`features` through ``network`` (a :meth:`trainable_network` copy), with gradients."""
+        return self._grid(network, self._normalise(images, loaded=False))
+
+    def _grid(self, network, x):
+        """The configured last-block feature of normalised ``x`` through ``network``, as a grid."""
         batch, _, height, width = x.shape
         grid = (height // self.stride, width // self.stride)
-        prefix = self._model.num_prefix_tokens
-        with torch.no_grad():
-            self._qkv.clear()
-            tokens = self._model.forward_features(x)
-            choice = self.config["features"]
-            if choice == "tokens":
-                out = tokens[:, prefix:]
-            else:
-                part = _QKV_ORDER.index(choice)  # qkv output is laid out (q|k|v, heads, head_dim)
-                dim = self.embed_dim
-                out = self._qkv.pop("out")[:, prefix:, part * dim:(part + 1) * dim]
+        prefix = network.num_prefix_tokens
+        choice = self.config["features"]
+        if choice == "tokens":
+            out = network.forward_features(x)[:, prefix:]
+        else:
+            seen: dict[str, Any] = {}
+            hook = network.blocks[-1].attn.qkv.register_forward_hook(lambda module, args, output: seen.update(out=output))
+            try:
+                network.forward_features(x)
+            finally:
+                hook.remove()
+            part = _QKV_ORDER.index(choice)  # qkv output is laid out (q|k|v, heads, head_dim)
+            dim = self.embed_dim
+            out = seen["out"][:, prefix:, part * dim:(part + 1) * dim]
         return out.transpose(1, 2).reshape(batch, -1, *grid)
 
 
