@@ -4,7 +4,7 @@ Voting", CVPRW 2022) as pseudo-mask distillation: "SelfMask w/ X".
 Training (``harness train --method selfmask --pseudo-masks SOURCE``) fine-tunes the backbone's
 network inside a MaskFormer-style detector (:mod:`harness.methods.selfmask_model`) on
 pseudo-masks from any earlier run, a folder of masks, or SelfMask's JSON of COCO-RLE masks
-(:mod:`harness.training.pseudo_masks`), with the Dice loss of every query's mask plus the
+(:mod:`harness.methods.selfmask_pseudo_masks`), with the Dice loss of every query's mask plus the
 objectness ranking loss (:mod:`harness.methods.selfmask_losses`), both summed over the queries
 and the decoder layers and averaged over the images of a batch, as in SelfMask's release.
 Recipe: 12 epochs, AdamW (weight decay 0.01) at lr 6e-6, batch 8, 224 px. The learning rate
@@ -159,26 +159,30 @@ def selfmask_augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generat
     return x.clamp(0, 1).contiguous(), (m > 0.5).float().contiguous()
 
 
-def build_encoder(backbone):
-    """A trainable copy of the backbone's network, wrapped as a :class:`~harness.methods.selfmask_model.Encoder`.
+def build_encoder(backbone, pretrained: bool = False):
+    """A trainable copy of the backbone's network, wrapped as a :class:`~harness.methods.selfmask_model.Encoder`,
+    through the backbone's public interface alone (``trainable_network``, ``network_features``,
+    ``stride``, ``mean``, ``std``, ``family``, ``feature_dim``), so any backbone plugin that
+    offers a trainable network serves.
 
-    The copy is built with the backbone's own ``build()`` (same architecture, no weights);
-    load the weights into it afterwards.
+    A ViT (``family == "vit"``) whose network has DINO's layout runs SelfMask's own ViT forward
+    (final normalised tokens, SelfMask's position-embedding resize), as SelfMask's release does;
+    any other network gives the backbone's ``network_features``.
+
+    Parameters
+    ----------
+    backbone : harness.api.Backbone
+    pretrained : bool
+        With the backbone's weights (training starts from them), or the architecture only (the
+        fine-tuned weights come from a checkpoint; no weights file is read).
     """
-    from harness.methods.selfmask_model import Encoder
+    from harness.methods.selfmask_model import Encoder, is_plain_vit
 
-    build = getattr(backbone, "build", None)
-    if build is None:
-        raise HarnessError(f"selfmask fine-tunes the backbone's network, which backbone {backbone.name!r} does not "
-                           f"expose; use a DINO/iBOT ViT or effnet-lite0")
-    net = build()
-    if backbone.family == "vit" and hasattr(net, "forward_features"):
-        return Encoder(net, "vit", backbone.stride, backbone.mean, backbone.std)
-    from harness.backbones.effnet import STAGE_FOR_STRIDE, EffNetLite0
-
-    if isinstance(backbone, EffNetLite0):
-        return Encoder(net, "stages", backbone.stride, backbone.mean, backbone.std, STAGE_FOR_STRIDE[backbone.stride][0])
-    raise HarnessError(f"selfmask cannot fine-tune backbone {backbone.name!r}; use a DINO/iBOT ViT or effnet-lite0")
+    net = backbone.trainable_network(pretrained=pretrained)
+    if backbone.family == "vit" and is_plain_vit(net):
+        return Encoder(net, backbone.stride, backbone.mean, backbone.std)
+    return Encoder(net, backbone.stride, backbone.mean, backbone.std, features=backbone.network_features,
+                   channels=backbone.feature_dim)
 
 
 class SelfMask(TrainableMethod):
@@ -189,6 +193,7 @@ class SelfMask(TrainableMethod):
     default_batch_size = 8
     default_lr = 6e-6
     version = "2"  # native-resolution inference, SelfMask's position-embedding rule; preset, lr_schedule
+    train_hint = " --pseudo-masks RUN_DIR"
     options = (
         Option("checkpoint", None, "trained checkpoint (checkpoint_last.pt of `harness train`, or a state dict "
                                    "saved by SelfMask's code such as selfmask_nq20_model.pt, converted on load)", type=Path),
@@ -229,13 +234,12 @@ class SelfMask(TrainableMethod):
         if not 0 < c["scale_min"] <= c["scale_max"]:
             raise HarnessError(f"selfmask: need 0 < scale_min <= scale_max, got {c['scale_min']} and {c['scale_max']}")
         self._source = None
-        self._ckpt: dict | None = None
 
     # ---- pseudo-masks ------------------------------------------------------------------
     def pseudo_source(self):
         """The training pseudo-masks (opened once)."""
         if self._source is None:
-            from harness.training.pseudo_masks import open_pseudo_masks
+            from harness.methods.selfmask_pseudo_masks import open_pseudo_masks
 
             if not self.config["pseudo_masks"]:
                 raise HarnessError("selfmask trains on pseudo-masks: pass --pseudo-masks RUN_DIR (a `harness run` "
@@ -253,19 +257,17 @@ class SelfMask(TrainableMethod):
         self.pseudo_source().check(dataset, ids)
 
     # ---- training ---------------------------------------------------------------------
-    def _net(self, backbone, c: dict[str, Any]):
+    def _net(self, backbone, c: dict[str, Any], pretrained: bool):
         from harness.methods.selfmask_model import SelfMaskNet
 
         if c["image_size"] % backbone.stride:
             raise HarnessError(f"image_size={c['image_size']} is not a multiple of {backbone.name}'s stride {backbone.stride}")
-        return SelfMaskNet(build_encoder(backbone), backbone.feature_dim, c["queries"], c["decoder_layers"],
-                           c["decoder_dim"], c["heads"])
+        encoder = build_encoder(backbone, pretrained)
+        return SelfMaskNet(encoder, encoder.channels, c["queries"], c["decoder_layers"], c["decoder_dim"], c["heads"])
 
     def build_model(self, backbone):
-        """The detector, its encoder initialised from the backbone's (loaded) weights."""
-        model = self._net(backbone, self.config)
-        model.encoder.load_backbone_state(backbone.model.state_dict())
-        return model.requires_grad_(True)
+        """The detector, its encoder a trainable copy of the backbone's network with its weights."""
+        return self._net(backbone, self.config, pretrained=True).requires_grad_(True)
 
     def make_optimizer(self, parameters, lr):
         import torch
@@ -326,69 +328,55 @@ class SelfMask(TrainableMethod):
                 "pseudo_mask_source": self.pseudo_source().label}
 
     # ---- evaluation -------------------------------------------------------------------
-    def _checkpoint(self) -> dict:
-        """The checkpoint, loaded once. A state dict saved by SelfMask's own code becomes a
-        checkpoint-like dict: ``{"released": True, "model": <converted>, "backbone": <name>, ...}``."""
-        if self._ckpt is None:
-            path = self.config["checkpoint"]
-            if not path:
-                raise HarnessError(
-                    "method 'selfmask' needs a trained checkpoint: train one with `harness train --method selfmask "
-                    "--pseudo-masks RUN_DIR --dataset duts_tr --data-root DIR`, then pass "
-                    "--method-args checkpoint=<out>/checkpoint_last.pt"
-                )
-            from harness.training.checkpoint import load_checkpoint
+    # The checkpoint (read once, its content digest, the backbone it implies) is
+    # TrainableMethod's; a state dict saved by SelfMask's code is converted by convert_foreign_checkpoint.
+    def convert_foreign_checkpoint(self, payload, path) -> dict | None:
+        """A state dict saved by SelfMask's code as a checkpoint-like dict (``"released": True``),
+        or ``None`` if ``payload`` is something else."""
+        from harness.methods.selfmask_model import convert_selfmask_state, selfmask_geometry, unwrap_selfmask_state
 
-            self._ckpt = _read_released(path)
-            if self._ckpt is None:
-                self._ckpt = load_checkpoint(path, (self.name,))
-            if "pseudo_masks" not in self._ckpt:
-                raise HarnessError(f"{path} does not record its pseudo-mask source; train it again")
-        return self._ckpt
+        state = unwrap_selfmask_state(payload)
+        if state is None:
+            return None
+        try:
+            geometry = selfmask_geometry(state)
+            converted = convert_selfmask_state(state)
+        except ValueError as exc:
+            raise HarnessError(f"{path} is not a usable SelfMask state dict: {exc}") from None
+        backbone = RELEASED_BACKBONES.get((geometry["width"], geometry["patch"]))
+        if backbone is None:
+            raise HarnessError(f"{path}: a SelfMask network with a {geometry['width']}-wide ViT of patch size "
+                               f"{geometry['patch']} matches no DINO backbone (known: {sorted(RELEASED_BACKBONES)})")
+        config = {k: geometry[k] for k in ("queries", "decoder_layers", "decoder_dim", "heads")}
+        return {"released": True, "model": converted, "geometry": geometry, "backbone": backbone,
+                "backbone_geometry": (geometry["width"], geometry["patch"]),
+                "describes": f"a SelfMask network with a {geometry['width']}-wide ViT of patch size {geometry['patch']}",
+                "config": {"method": {"config": {"image_size": 224, **config}}, "backbone": {"config": {}}},
+                "pseudo_masks": {"kind": "selfmask-state", "label": f"{Path(path).stem} (SelfMask's code)"}}
+
+    def check_checkpoint(self, checkpoint, path) -> None:
+        if "pseudo_masks" not in checkpoint:
+            raise HarnessError(f"{path} does not record its pseudo-mask source; train it again")
 
     def display_name(self) -> str:
-        return f"SelfMask w/ {self._checkpoint()['pseudo_masks']['label']}"
+        return f"SelfMask w/ {self.checkpoint()['pseudo_masks']['label']}"
 
     def cache_token(self) -> dict:
-        from harness.training.checkpoint import file_token
-
-        ckpt = self._checkpoint()
-        return {"checkpoint": file_token(self.config["checkpoint"]),
-                "pseudo_masks": ckpt["pseudo_masks"], "display_name": self.display_name()}
-
-    def preferred_backbone(self) -> str | None:
-        """The backbone the checkpoint was trained with."""
-        if not self.config["checkpoint"]:
-            return self.default_backbone
-        return self._checkpoint()["backbone"]
-
-    def preferred_backbone_args(self) -> dict:
-        """The backbone options the checkpoint was trained with (e.g. stride=8)."""
-        if not self.config["checkpoint"]:
-            return {}
-        return dict(self._checkpoint()["config"]["backbone"]["config"])
+        return {**super().cache_token(), "pseudo_masks": self.checkpoint()["pseudo_masks"],
+                "display_name": self.display_name()}
 
     def setup(self, context: RunContext) -> None:
-        from harness.training.checkpoint import check_backbone
-
-        ckpt = self._checkpoint()
+        ckpt = self.checkpoint()
         backbone = context.backbone
-        if ckpt.get("released"):  # only the architecture matters: the encoder's weights are in the file
-            geometry = ckpt["geometry"]
-            if (backbone.feature_dim, backbone.stride) != (geometry["width"], geometry["patch"]):
-                raise HarnessError(
-                    f"{self.config['checkpoint']} holds a SelfMask network with a {geometry['width']}-wide ViT of "
-                    f"patch size {geometry['patch']}; {backbone.name} is {backbone.feature_dim} wide at stride "
-                    f"{backbone.stride}: pass --backbone {ckpt['backbone']}")
-        else:
-            check_backbone(ckpt, backbone)
+        # only the architecture matters for a released state dict (the encoder's weights are in the file)
+        self.check_checkpoint_backbone(backbone)
         trained = ckpt["config"]["method"]["config"]  # the network's shape is the checkpoint's, not the options'
         self.device = context.device
         # the fine-tuned encoder is in the checkpoint: only the architecture is built here
         try:
-            self.model = self._net(backbone, trained)
+            self.model = self._net(backbone, trained, pretrained=False)
             self.model.load_state_dict(ckpt["model"])
-        except RuntimeError as exc:
+        except (RuntimeError, ValueError) as exc:
             raise HarnessError(f"the checkpoint does not fit backbone {backbone.name} with options "
                                f"{backbone.config}; pass the --backbone-args it was trained with ({exc})") from None
         self.model.to(self.device).eval()
@@ -461,29 +449,3 @@ class SelfMask(TrainableMethod):
 #: (the fine-tuned encoder is in the state dict); any backbone of the same shape is accepted.
 RELEASED_BACKBONES = {(384, 8): "dino-vits8-300ep", (384, 16): "dino-vits16", (768, 8): "dino-vitb8",
                       (768, 16): "dino-vitb16"}
-
-
-def _read_released(path) -> dict | None:
-    """A state dict saved by SelfMask's code as a checkpoint-like dict, or ``None`` if the file
-    is something else (a harness checkpoint, or junk for ``load_checkpoint`` to report)."""
-
-    from harness.methods.selfmask_model import convert_selfmask_state, selfmask_geometry, unwrap_selfmask_state
-    from harness.training.checkpoint import read_foreign_state
-
-    path = Path(path)
-    state = unwrap_selfmask_state(read_foreign_state(path))
-    if state is None:
-        return None
-    try:
-        geometry = selfmask_geometry(state)
-        converted = convert_selfmask_state(state)
-    except ValueError as exc:
-        raise HarnessError(f"{path} is not a usable SelfMask state dict: {exc}") from None
-    backbone = RELEASED_BACKBONES.get((geometry["width"], geometry["patch"]))
-    if backbone is None:
-        raise HarnessError(f"{path}: a SelfMask network with a {geometry['width']}-wide ViT of patch size "
-                           f"{geometry['patch']} matches no DINO backbone (known: {sorted(RELEASED_BACKBONES)})")
-    config = {k: geometry[k] for k in ("queries", "decoder_layers", "decoder_dim", "heads")}
-    return {"released": True, "model": converted, "geometry": geometry, "backbone": backbone,
-            "config": {"method": {"config": {"image_size": 224, **config}}, "backbone": {"config": {}}},
-            "pseudo_masks": {"kind": "selfmask-state", "label": f"{path.stem} (SelfMask's code)"}}

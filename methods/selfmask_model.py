@@ -1,14 +1,16 @@
 """SelfMask's network (Shin, Albanie & Xie, CVPRW 2022): a MaskFormer-style salient-object detector.
 
-- **Encoder**: the backbone's network, fine-tuned (a copy: the harness's frozen backbone is
-  left as it is). ViTs give their last block's normalised patch tokens; EfficientNet-Lite0
-  gives the stage output at its configured stride. BatchNorm statistics stay frozen (batches
-  of 8 are too small to re-estimate them); ViTs have none. Inputs of any size are
-  normalised, then zero-padded on the right and bottom to a multiple of the stride (padding
-  after the normalisation, as SelfMask's ViT does: the pad is the mean colour). A ViT's
-  position embeddings are resized to the token grid as SelfMask's ViT resizes them
-  (``F.interpolate(size=grid, mode="bicubic", align_corners=False)``, no antialiasing),
-  whatever rule the backbone itself uses for its frozen features.
+- **Encoder**: the backbone's network, fine-tuned: a copy from the backbone's public
+  ``trainable_network()`` (the harness's frozen backbone is left as it is). A ViT of DINO's
+  layout gives its last block's normalised patch tokens through SelfMask's own ViT forward;
+  any other network gives the backbone's features through ``network_features()`` (e.g.
+  EfficientNet-Lite0's stage output at its configured stride). BatchNorm statistics stay
+  frozen (batches of 8 are too small to re-estimate them); ViTs have none. Inputs of any size
+  are padded on the right and bottom to a multiple of the stride with the mean colour (zero
+  after the normalisation, as SelfMask's ViT pads). A ViT's position embeddings are resized to
+  the token grid as SelfMask's ViT resizes them (``F.interpolate(size=grid, mode="bicubic",
+  align_corners=False)``, no antialiasing), whatever rule the backbone itself uses for its
+  frozen features.
 - **Decoder**: DETR's post-norm transformer decoder (self-attention, cross-attention to the
   encoder tokens, ReLU feed-forward of 4 x width, no dropout), 6 layers, 20 learned queries
   (drawn from N(0, 1)) added as positional embeddings to zero-initialised targets; every
@@ -30,55 +32,66 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def is_plain_vit(net: nn.Module) -> bool:
+    """Whether ``net`` is a ViT of DINO's layout (a class token and one position embedding per
+    patch plus the class token, no register tokens) with timm's module names, so that
+    SelfMask's own ViT forward (:meth:`Encoder.vit_tokens`) applies to it."""
+    names = ("patch_embed", "cls_token", "pos_embed", "blocks", "norm", "norm_pre", "patch_drop", "pos_drop")
+    return (all(getattr(net, name, None) is not None for name in names)
+            and getattr(net, "reg_token", None) is None and not getattr(net, "no_embed_class", False)
+            and net.pos_embed.dim() == 3 and round((net.pos_embed.shape[1] - 1) ** 0.5) ** 2 == net.pos_embed.shape[1] - 1)
+
+
 class Encoder(nn.Module):
-    """A trainable copy of a backbone network mapping ``(B, 3, H, W)`` RGB in [0, 1] to ``(B, C, H/s, W/s)``.
+    """A trainable copy of a backbone's network mapping ``(B, 3, H, W)`` RGB in [0, 1], any size,
+    to ``(B, C, ceil(H / s), ceil(W / s))``.
 
     Parameters
     ----------
     net : nn.Module
-        A timm network (VisionTransformer, or ``tf_efficientnet_lite0``).
-    kind : str
-        ``"vit"`` (patch tokens of ``forward_features``) or ``"stages"`` (stem, then the blocks
-        up to ``last_stage``).
+        The copy (:meth:`harness.api.Backbone.trainable_network`); stored as ``net``, so its
+        weights are ``encoder.net.*`` in the detector's state dict.
     stride : int
-        The feature stride; inputs must be multiples of it.
+        The backbone's stride s.
     mean, std : tuple of 3 floats
-        The network's input normalisation (RGB in [0, 1] units).
-    last_stage : int, optional
-        For ``"stages"``: the index of the last block group used.
+        The backbone's input normalisation (RGB in [0, 1] units).
+    features : callable, optional
+        ``features(net, images)`` -> feature grid, for inputs whose sides are multiples of the
+        stride (:meth:`harness.api.Backbone.network_features`). ``None``: SelfMask's ViT
+        forward (``net`` must satisfy :func:`is_plain_vit`): the last block's normalised patch
+        tokens, position embeddings resized as SelfMask's ViT resizes them.
+    channels : int
+        C, the channels of what :meth:`forward` returns.
+
+    Inputs are padded on the right and bottom to multiples of the stride with the mean colour
+    (zero after the normalisation, as SelfMask's ViT pads).
     """
 
-    def __init__(self, net: nn.Module, kind: str, stride: int, mean, std, last_stage: int | None = None):
+    def __init__(self, net: nn.Module, stride: int, mean, std, features=None, channels: int | None = None):
         super().__init__()
-        if kind not in ("vit", "stages"):
-            raise ValueError(f"unknown encoder kind {kind!r}")
-        if kind == "stages":  # drop what the features never reach (DDP needs every parameter used)
-            net.blocks = net.blocks[: last_stage + 1]
-            for name in ("conv_head", "bn2", "global_pool", "classifier"):
-                if hasattr(net, name):
-                    setattr(net, name, nn.Identity())
-        self.net, self.kind, self.stride, self.last_stage = net, kind, stride, last_stage
+        if features is None and not is_plain_vit(net):
+            raise ValueError("SelfMask's ViT forward needs a ViT of DINO's layout; pass the backbone's network_features")
+        self.net, self.stride, self.features = net, stride, features
+        self.kind = "vit" if features is None else "backbone"
+        self.channels = int(channels if channels is not None else net.pos_embed.shape[-1])
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-
-    def load_backbone_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Load the backbone's weights (those of the parts dropped here are ignored).
-
-        Raises
-        ------
-        RuntimeError
-            When a weight of the network is missing or of another shape.
-        """
-        own = self.net.state_dict()
-        missing = sorted(set(own) - set(state))
-        if missing:
-            raise RuntimeError(f"the backbone's weights lack {', '.join(missing[:5])}")
-        self.net.load_state_dict({k: state[k] for k in own})
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         """Zero-pad ``(B, C, H, W)`` on the right and bottom to multiples of the stride."""
         height, width = x.shape[-2:]
         return F.pad(x, (0, -width % self.stride, 0, -height % self.stride))
+
+    def pad_with_mean(self, images: torch.Tensor) -> torch.Tensor:
+        """Pad RGB ``images`` on the right and bottom to multiples of the stride with the mean
+        colour, which the backbone's normalisation maps to exactly zero."""
+        batch, _, height, width = images.shape
+        padded = (height - height % -self.stride, width - width % -self.stride)
+        if padded == (height, width):
+            return images
+        canvas = self.mean.to(images.dtype).expand(batch, 3, *padded).clone()
+        canvas[..., :height, :width] = images
+        return canvas
 
     def position_embedding(self, grid: tuple[int, int]) -> torch.Tensor:
         """``(1, 1 + h * w, C)``: the class token's embedding and the patches' resized to ``grid``
@@ -91,13 +104,11 @@ class Encoder(nn.Module):
         patches = F.interpolate(patches, size=tuple(grid), mode="bicubic", align_corners=False)
         return torch.cat([pos[:, :1], patches.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1)], dim=1)
 
-    def _vit_tokens(self, x: torch.Tensor) -> torch.Tensor:
+    def vit_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """SelfMask's ViT forward of normalised, padded ``x``: ``(B, h * w, C)`` patch tokens
+        after the last block and the final LayerNorm."""
         net = self.net
         grid = (x.shape[-2] // self.stride, x.shape[-1] // self.stride)
-        plain = (getattr(net, "cls_token", None) is not None and getattr(net, "reg_token", None) is None
-                 and not getattr(net, "no_embed_class", False) and getattr(net, "pos_embed", None) is not None)
-        if not plain:  # another token layout: timm's own forward and position-embedding rule
-            return net.forward_features(x)[:, net.num_prefix_tokens:]
         tokens = net.patch_embed(x)
         tokens = tokens.reshape(x.shape[0], grid[0] * grid[1], -1)  # NHWC (dynamic size) or NLC
         tokens = torch.cat([net.cls_token.expand(x.shape[0], -1, -1), tokens], dim=1) + self.position_embedding(grid)
@@ -106,15 +117,12 @@ class Encoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` RGB in [0, 1], any size -> ``(B, C, ceil(H / s), ceil(W / s))``."""
+        if self.kind == "backbone":
+            return self.features(self.net, self.pad_with_mean(images))
         x = self.pad((images - self.mean) / self.std)
         height, width = x.shape[-2:]
-        if self.kind == "vit":
-            tokens = self._vit_tokens(x)
-            return tokens.transpose(1, 2).reshape(x.shape[0], -1, height // self.stride, width // self.stride)
-        x = self.net.bn1(self.net.conv_stem(x))
-        for stage in self.net.blocks[: self.last_stage + 1]:
-            x = stage(x)
-        return x
+        tokens = self.vit_tokens(x)
+        return tokens.transpose(1, 2).reshape(x.shape[0], -1, height // self.stride, width // self.stride)
 
 
 class DecoderLayer(nn.Module):

@@ -198,85 +198,60 @@ class Sempart(TrainableMethod):
         return {"polarity": -1 if border > 0.5 else 1, "polarity_border_mean": border}
 
     # ---- evaluation -------------------------------------------------------------------
-    def _checkpoint_path(self):
-        path = self.config["checkpoint"]
-        if not path:
+    # The checkpoint (read once, its content digest, the backbone it implies) is
+    # TrainableMethod's; a segmentation-tricks head is converted by convert_foreign_checkpoint.
+    def convert_foreign_checkpoint(self, payload, path) -> dict | None:
+        """A segmentation-tricks head (``{'segmenter_state_dict': ...}``) as a checkpoint-like
+        dict with ``"segtricks": True``; ``None`` for anything else."""
+        from harness.methods.sempart_model import convert_segtricks_state, is_segtricks_state, segtricks_geometry
+
+        if not is_segtricks_state(payload):
+            return None
+        try:
+            geometry = segtricks_geometry(payload)
+            converted = convert_segtricks_state(payload)
+        except ValueError as exc:
+            raise HarnessError(f"{path} is not a usable segmentation-tricks head: {exc}") from None
+        if geometry not in SEGTRICKS_BACKBONES:
+            raise HarnessError(f"{path}: a segmentation-tricks head for {geometry[0]} channels at stride {geometry[1]} "
+                               f"matches no DINO backbone (known: {sorted(SEGTRICKS_BACKBONES)})")
+        return {"segtricks": True, "model": converted, "geometry": geometry, "backbone_geometry": geometry,
+                "backbone": SEGTRICKS_BACKBONES[geometry],
+                "describes": f"a segmentation-tricks head for {geometry[0]}-channel features at stride {geometry[1]}"}
+
+    def check_checkpoint(self, checkpoint, path) -> None:
+        if checkpoint.get("foreign"):
+            return
+        trained = str(checkpoint.get("method_version"))
+        if trained != self.version:
             raise HarnessError(
-                f"method {self.name!r} needs a trained checkpoint: train one with "
-                f"`harness train --method {self.name} --dataset duts_tr --data-root DIR`, then pass "
-                f"--method-args checkpoint=<out>/checkpoint_last.pt"
-            )
-        return path
-
-    def _checkpoint(self) -> dict:
-        """The checkpoint, loaded once (the runner asks for its backbone before setup). A
-        segmentation-tricks head becomes ``{"segtricks": True, "model": <converted state>,
-        "geometry": (channels, stride)}``."""
-        if getattr(self, "_ckpt", None) is None:
-            from harness.training.checkpoint import load_checkpoint
-
-            path = self._checkpoint_path()
-            foreign = _read_segtricks_head(path)
-            if foreign is not None:
-                self._ckpt = foreign
-            else:
-                self._ckpt = load_checkpoint(path, (self.name,))
-                trained = str(self._ckpt.get("method_version"))
-                if trained != self.version:
-                    raise HarnessError(
-                        f"{path} holds a {self.name} head of version {trained}; this harness's head is version "
-                        f"{self.version} (vit-pytorch-form transformer): retrain it with `harness train`")
-        return self._ckpt
-
-    def cache_token(self) -> dict:
-        from harness.training.checkpoint import file_token
-
-        return {"checkpoint": file_token(self._checkpoint_path())}
-
-    def preferred_backbone(self) -> str | None:
-        """The backbone the checkpoint was trained with (or that a segmentation-tricks head implies)."""
-        if not self.config["checkpoint"]:
-            return self.default_backbone
-        ckpt = self._checkpoint()
-        return SEGTRICKS_BACKBONES[ckpt["geometry"]] if ckpt.get("segtricks") else ckpt["backbone"]
-
-    def preferred_backbone_args(self) -> dict:
-        """The backbone options the checkpoint was trained with (e.g. stride=8)."""
-        if not self.config["checkpoint"] or self._checkpoint().get("segtricks"):
-            return {}
-        return dict(self._checkpoint()["config"]["backbone"]["config"])
+                f"{path} holds a {self.name} head of version {trained}; this harness's head is version "
+                f"{self.version} (vit-pytorch-form transformer): retrain it with `harness train`")
 
     def polarity_rule(self) -> int | str:
         """``1``, ``-1`` or ``"batch"``, from the option, the preset and the checkpoint."""
         choice = self.config["polarity"]
         if choice != "auto":
             return choice if choice == "batch" else int(choice)
-        if self.segtricks or self._checkpoint().get("segtricks"):
+        if self.segtricks or self.checkpoint().get("segtricks"):
             return "batch"
-        return int(self._checkpoint().get("polarity", 1))
+        return int(self.checkpoint().get("polarity", 1))
 
     @property
     def cacheable(self) -> bool:
         """Masks are cached per image only when they do not depend on the rest of the batch."""
-        return not (self.segtricks or (self.config["checkpoint"] and self.polarity_rule() == "batch"))
+        return not (self.segtricks or (self.has_checkpoint() and self.polarity_rule() == "batch"))
 
     def setup(self, context: RunContext) -> None:
         from harness.methods.sempart_model import SempartHead, load_head_state
-        from harness.training.checkpoint import check_backbone
 
-        ckpt = self._checkpoint()
+        ckpt = self.checkpoint()
         backbone = context.backbone
-        path = self._checkpoint_path()
+        path = self.checkpoint_path()
+        self.check_checkpoint_backbone(backbone)
         if ckpt.get("segtricks"):
-            channels, stride = ckpt["geometry"]
-            if (backbone.feature_dim, backbone.stride) != (channels, stride):
-                raise HarnessError(
-                    f"{path} is a segmentation-tricks head for {channels}-channel features at stride {stride}; "
-                    f"{backbone.name} gives {backbone.feature_dim} at stride {backbone.stride}: pass --backbone "
-                    f"{SEGTRICKS_BACKBONES[ckpt['geometry']]}")
             self.image_size = int(self.config["image_size"])
         else:
-            check_backbone(ckpt, backbone)
             self.image_size = int(ckpt["config"]["method"]["config"]["image_size"])
         if self.image_size % backbone.stride:
             raise HarnessError(f"image_size={self.image_size} is not a multiple of {backbone.name}'s stride {backbone.stride}")
@@ -340,29 +315,6 @@ class Sempart(TrainableMethod):
 
     def predict(self, sample: Sample) -> Prediction:
         return self.predict_batch([sample])[0]
-
-
-def _read_segtricks_head(path) -> dict | None:
-    """A segmentation-tricks head file as a checkpoint-like dict, or ``None`` if the file is
-    something else (a harness checkpoint, or junk for :func:`load_checkpoint` to report)."""
-    from pathlib import Path
-
-    from harness.methods.sempart_model import convert_segtricks_state, is_segtricks_state, segtricks_geometry
-    from harness.training.checkpoint import read_foreign_state
-
-    path = Path(path)
-    state = read_foreign_state(path)
-    if not is_segtricks_state(state):
-        return None
-    try:
-        geometry = segtricks_geometry(state)
-        converted = convert_segtricks_state(state)
-    except ValueError as exc:
-        raise HarnessError(f"{path} is not a usable segmentation-tricks head: {exc}") from None
-    if geometry not in SEGTRICKS_BACKBONES:
-        raise HarnessError(f"{path}: a segmentation-tricks head for {geometry[0]} channels at stride {geometry[1]} "
-                           f"matches no DINO backbone (known: {sorted(SEGTRICKS_BACKBONES)})")
-    return {"segtricks": True, "model": converted, "geometry": geometry}
 
 
 class SempartCrop(Sempart):

@@ -14,15 +14,13 @@ import pandas as pd
 import pytest
 import torch
 
+from harness.api import Backbone
 from harness.cli import main
-from harness.errors import DataError
+from harness.errors import DataError, HarnessError
 from harness.methods.center_prior import center_prior
 from harness.methods.selfmask import selfmask_augment
 from harness.methods.selfmask_losses import dice_loss, ranking_loss
-from harness.registry import get_registry
-from harness.runner import RunSpec, run
-from harness.training.checkpoint import load_checkpoint
-from harness.training.pseudo_masks import (
+from harness.methods.selfmask_pseudo_masks import (
     FolderPseudoMasks,
     RleJsonPseudoMasks,
     RunPseudoMasks,
@@ -31,6 +29,9 @@ from harness.training.pseudo_masks import (
     rle_decode,
     rle_encode,
 )
+from harness.registry import get_registry
+from harness.runner import RunSpec, run
+from harness.training.checkpoint import load_checkpoint
 from harness.training.trainer import TrainSpec, train
 
 SMALL = {"image_size": "64", "decoder_dim": "128", "heads": "4", "scale_min": "0.6"}
@@ -296,6 +297,73 @@ def test_vit_encoder_is_fine_tuned_inside_the_network(tmp_path):
     (terms["dice"] + terms["rank"]).backward()
     unused = [n for n, p in model.named_parameters() if p.grad is None]
     assert unused == []
+
+
+class _TwoConvs(Backbone):
+    """A backbone plugin that is neither a ViT nor EfficientNet: two strided convolutions, through
+    the public interface alone (SelfMask must not need more)."""
+
+    name, family, stride, feature_dim = "two-convs", "cnn", 4, 8
+    mean, std = (0.25, 0.5, 0.75), (0.5, 0.5, 0.5)
+
+    def _build(self):
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, 2, 1))
+
+    def load(self, device="cpu"):
+        torch.manual_seed(5)
+        self.net = self._build().eval().requires_grad_(False)
+
+    @property
+    def weights_digest(self):
+        return "two-convs-seed-5"
+
+    def features(self, images):
+        with torch.no_grad():
+            return self.network_features(self.net, images)
+
+    def trainable_network(self, pretrained=True):
+        net = self._build()
+        if pretrained:
+            net.load_state_dict(self.net.state_dict())
+        return net.train().requires_grad_(True)
+
+    def network_features(self, network, images):
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        return network((images - mean) / std)
+
+
+def test_any_backbone_with_a_trainable_network_serves_and_one_without_is_a_clear_error():
+    backbone = _TwoConvs()
+    backbone.load()
+    method = get_registry().create("method", "selfmask", {"image_size": "32", "decoder_dim": "16", "heads": "2",
+                                                          "decoder_layers": "2", "queries": "3"})
+    model = method.build_model(backbone)
+    assert model.encoder.kind == "backbone" and model.project.in_channels == 8  # 8 channels projected to 16
+    for name, value in backbone.net.state_dict().items():
+        assert torch.equal(model.encoder.net.state_dict()[name], value), name
+    images = torch.rand(2, 3, 30, 42, generator=torch.Generator().manual_seed(0))
+    padded = model.encoder.pad_with_mean(images)  # 30 x 42 -> 32 x 44, with the mean colour
+    assert padded.shape == (2, 3, 32, 44) and torch.equal(padded[..., :30, :42], images)
+    normalised = (padded - torch.tensor(backbone.mean).view(1, 3, 1, 1)) / 0.5
+    assert normalised[..., 30:, :].abs().max().item() == 0 and normalised[..., :, 42:].abs().max().item() == 0
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.encoder(images), backbone.features(padded), rtol=0, atol=0)
+    model.train()
+    out = model(images)
+    assert out["masks"].shape == (2, 2, 3, 16, 22)  # 2 ceil(30 / 4) x 2 ceil(42 / 4)
+    terms = method.training_losses(model, backbone, {"image": torch.rand(2, 3, 32, 32),
+                                                     "mask": torch.ones(2, 1, 32, 32)}, None)
+    (terms["dice"] + terms["rank"]).backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+    assert not any(p.requires_grad for p in backbone.net.parameters())
+
+    class FrozenOnly(Backbone):
+        name, family, stride, feature_dim = "frozen-only", "cnn", 4, 8
+
+    with pytest.raises(HarnessError, match="backbone 'frozen-only' offers no trainable copy of its network"):
+        method.build_model(FrozenOnly())
 
 
 def test_defaults_follow_the_recipe():

@@ -3,12 +3,12 @@
 A source is one of:
 
 - a **run directory** of ``harness run`` (any method, any post chain) on the training
-  dataset: its ``results.json`` records the request, which is rebuilt into a
-  :class:`~harness.runner.Runner` whose :meth:`~harness.runner.Runner.final_masks` reads the
-  run's masks from the mask caches (an entry missing from the cache is predicted again by the
-  same request, on the CPU, which gives the same mask but is slower);
+  dataset, reopened with :func:`harness.runner.reopen` (which checks that the installed plugins
+  still make that run's masks); its :meth:`~harness.runner.Runner.final_masks` reads the run's
+  masks from the mask caches (an entry missing from the cache is predicted again by the same
+  request, on the CPU, which gives the same mask but is slower);
 - a **folder of mask images** (PNG or NPY, one per image, matched by stem), read through the
-  ``masks`` adapter (:class:`harness.methods.masks.MaskFolder`), which also resizes them;
+  ``masks`` method plugin (:class:`harness.methods.masks.MaskFolder`), which also resizes them;
 - **SelfMask's JSON**: ``{"<file name>": RLE, ...}`` with COCO run-length encodings (a dict
   ``{"size": [h, w], "counts": str | list}``, or a list of them, which is read as their
   union), matched by the file name's stem; masks at another size than the image (SelfMask's
@@ -17,6 +17,9 @@ A source is one of:
 Pseudo-masks are binary: foreground where the source's mask is above 0.5. Every training
 image's pseudo-mask is looked up before training starts; a missing one is a
 :class:`~harness.errors.DataError` that says how many and which.
+
+SelfMask's (:mod:`harness.methods.selfmask`); it was ``harness.training.pseudo_masks``, which
+made the core import a plugin.
 """
 from __future__ import annotations
 
@@ -222,17 +225,15 @@ class RunPseudoMasks(PseudoMaskSource):
         # the run's images are read from the training dataset's folder: the masks' cache keys
         # hold the image id and pixels, not the folder, so a moved dataset still finds them
         self._root = str(dataset.root) if getattr(dataset, "root", None) is not None else None
+        self.runner()  # reopened now: a run the installed plugins no longer reproduce stops here, before training
 
     def runner(self):
+        """The run's :class:`~harness.runner.Runner`, reopened once (on the CPU, the dataset read
+        from the training dataset's folder)."""
         if self._runner is None:
-            from harness.runner import Runner, RunSpec
+            from harness.runner import reopen
 
-            spec = {**self.spec, "out": Path(self.spec["out"]), "limit": None, "progress": False, "device": "cpu",
-                    "batch_size": 1,
-                    "cache_dir": Path(self.spec["cache_dir"]) if self.spec.get("cache_dir") else None}
-            if self._root is not None:
-                spec["data_root"] = self._root
-            self._runner = Runner(RunSpec(**spec))
+            self._runner = reopen(self.path, data_root=self._root, device="cpu")
         return self._runner
 
     def mask(self, sample) -> np.ndarray:
