@@ -27,6 +27,10 @@ class TrainableMethod(Method):
     The trainer owns the loop (sampling, distribution, AMP, checkpoints, logs); the method
     says what an item is, what the losses are and how they are weighted. A method that declares
     an option named ``pseudo_masks`` receives ``harness train --pseudo-masks SOURCE`` in it.
+
+    The backbone is used through :class:`harness.api.Backbone`'s public interface only
+    (``features``, ``feature_dim``, ``stride``, ``mean``/``std``, ``family`` and, to fine-tune
+    it, ``trainable_network`` and ``network_features``), so any backbone plugin serves.
     """
 
     trainable: ClassVar[bool] = True
@@ -34,16 +38,15 @@ class TrainableMethod(Method):
     default_epochs: ClassVar[int] = 1
     default_batch_size: ClassVar[int] = 8
     default_lr: ClassVar[float] = 1e-4
-
-    def prepare_training(self, dataset, ids: list[str]) -> None:
-        """Check and open what training reads besides the images (e.g. pseudo-masks), on
-        every process, before the model is built; raise a clear error for anything missing."""
-
     #: the option that holds the trained checkpoint for evaluation
     checkpoint_option: ClassVar[str] = "checkpoint"
     #: arguments besides ``--method``, ``--dataset`` that ``harness train`` needs for this
     #: method, shown by the "needs a trained checkpoint" error (e.g. `` --pseudo-masks RUN_DIR``)
     train_hint: ClassVar[str] = ""
+
+    def prepare_training(self, dataset, ids: list[str]) -> None:
+        """Check and open what training reads besides the images (e.g. pseudo-masks), on
+        every process, before the model is built; raise a clear error for anything missing."""
 
     def build_model(self, backbone) -> "torch.nn.Module":
         """The trainable network (the backbone stays frozen outside it; a method that fine-tunes
