@@ -28,9 +28,6 @@ def write_run(root: Path, name: str, method: str, dataset: str, kind: str = "sal
               posts=(), backbone=None, images: int = 10, seed: int = 0,
               created: str = "2026-01-01T00:00:00+00:00", method_config=None, post_configs=None,
               protocol=("harness-saliency-corloc", "1.0")) -> Path:
-    run_dir = root / name
-    run_dir.mkdir(parents=True)
-    ids = [f"{i:04d}" for i in range(images)]
     if kind == "saliency":
         records = _saliency_images(quality, images, seed)
         n = np.array([r.tp + r.fp + r.fn + r.tn for r in records], float)
@@ -41,33 +38,15 @@ def write_run(root: Path, name: str, method: str, dataset: str, kind: str = "sal
         hist_bg = np.stack([r.hist_bg for r in records])
         curves = fbeta_curves(hist_fg, hist_bg)
         metrics = {"acc": acc.mean(), "iou": iou.mean(), "max_fbeta": curves.mean(0).max(), "mae": 0.1}
-        rows = ["id,acc,iou,fg_ratio"] + [f"{i},{float(a)!r},{float(u)!r},{float(f)!r}" for i, a, u, f in zip(ids, acc, iou, fg_ratio)]
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, hist_fg=hist_fg.astype(np.uint32), hist_bg=hist_bg.astype(np.uint32))
-        (run_dir / HISTOGRAMS_FILE).write_bytes(buffer.getvalue())
+        columns = {"acc": acc, "iou": iou, "fg_ratio": fg_ratio}
+        f_images = list(zip(hist_fg.astype(np.uint32), hist_bg.astype(np.uint32)))
     else:
         hits = (np.random.default_rng(seed).random(images) < quality).astype(int)
         metrics = {"corloc": 100.0 * hits.mean()}
-        rows = ["id,corloc_hit"] + [f"{i},{h}" for i, h in zip(ids, hits)]
-    (run_dir / "per_image.csv").write_text("\n".join(rows) + "\n")
-    results = {
-        "schema_version": 1,
-        "run": name,
-        "created": created,
-        "config": {
-            "method": {"name": method, "version": "1", "config": dict(method_config or {})},
-            "backbone": {"name": backbone, "config": {}} if backbone else None,
-            "posts": [{"name": p, "version": "1", "config": dict(c)}
-                      for p, c in zip(posts, post_configs or [{}] * len(posts))],
-            "dataset": {"name": dataset, "version": "1", "config": {}},
-        },
-        "protocol": {"name": protocol[0], "version": protocol[1]},
-        "weights_digest": "ab" * 32 if backbone else None,
-        "counts": {"images": images},
-        "metrics": {k: float(v) for k, v in metrics.items()},
-    }
-    (run_dir / "results.json").write_text(json.dumps(results))
-    return run_dir
+        columns, f_images = {"corloc_hit": hits}, None
+    return write_values_run(root, name, method, dataset, {k: float(v) for k, v in metrics.items()}, columns,
+                            f_images, backbone, posts, created, method_config=method_config,
+                            post_configs=post_configs, protocol=protocol, weights_digest="ab" * 32)
 
 
 def paper_like_runs(root: Path) -> None:
@@ -104,7 +83,9 @@ def f_image(fg_on: int, fg_off: int, bg_on: int, bg_off: int) -> tuple[np.ndarra
 
 def write_values_run(root: Path, name: str, method: str, dataset: str, metrics: dict, columns: dict | None,
                      f_images=None, backbone=None, posts=(), created: str = "2026-01-01T00:00:00+00:00",
-                     data_digest: str | None = None, images: int | None = None) -> Path:
+                     data_digest: str | None = None, images: int | None = None, method_config=None,
+                     post_configs=None, protocol=("harness-saliency-corloc", "1.0"),
+                     weights_digest: str = "cd" * 32) -> Path:
     """A run directory with the given per-image ``columns`` (name -> one value per image; ``None``:
     no per_image.csv, ``images`` images), the given ``metrics`` in results.json, and, for saliency
     runs, the level histograms of ``f_images`` (one :func:`f_image` per image). Nothing is
@@ -131,13 +112,14 @@ def write_values_run(root: Path, name: str, method: str, dataset: str, metrics: 
         "run": name,
         "created": created,
         "config": {
-            "method": {"name": method, "version": "1", "config": {}},
+            "method": {"name": method, "version": "1", "config": dict(method_config or {})},
             "backbone": {"name": backbone, "config": {}} if backbone else None,
-            "posts": [{"name": p, "version": "1", "config": {}} for p in posts],
+            "posts": [{"name": p, "version": "1", "config": dict(c)}
+                      for p, c in zip(posts, post_configs or [{}] * len(posts))],
             "dataset": dataset_config,
         },
-        "protocol": {"name": "harness-saliency-corloc", "version": "1.0"},
-        "weights_digest": "cd" * 32 if backbone else None,
+        "protocol": {"name": protocol[0], "version": protocol[1]},
+        "weights_digest": weights_digest if backbone else None,
         "counts": {"images": n},
         "metrics": metrics,
     }
