@@ -27,12 +27,12 @@ from harness.methods.selfmask_pseudo_masks import (
     open_pseudo_masks,
     rle_counts_from_string,
     rle_decode,
-    rle_encode,
 )
 from harness.registry import get_registry
 from harness.runner import RunSpec, run
 from harness.training.checkpoint import load_checkpoint
 from harness.training.trainer import TrainSpec, train
+from coco_rle import rle_encode  # tests/ is on sys.path (conftest)
 
 SMALL = {"image_size": "64", "decoder_dim": "128", "heads": "4", "scale_min": "0.6"}
 BACKBONE = dict(backbone="effnet-lite0", backbone_args={"stride": "8"})
