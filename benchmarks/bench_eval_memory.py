@@ -1,6 +1,7 @@
 """Peak memory of evaluation against the number of images (tracemalloc, one process).
 
-The evaluators keep fixed-size per-image records (about 4 KB for saliency), never masks, so the
+The evaluators return fixed-size per-image records (about 4 KB for saliency), never masks, which
+the runner's evaluate stage keeps with the per-image rows, so the
 peak grows by a few KB per image while each 400 x 300 mask is 480 KB as float32. The script
 runs the saliency, CorLoc and size-binned evaluators over N synthetic masks for several N and
 prints the peak and the growth per image, next to the size of one mask (the reference: what a
@@ -19,10 +20,11 @@ from harness.api import Prediction, Sample
 from harness.evaluators.corloc import CorLocEvaluator
 from harness.evaluators.saliency import SaliencyEvaluator
 from harness.evaluators.size_iou import SizeBinnedIoU
+from harness.pipeline import EvaluateStage
 
 
 def peak_bytes(count: int, height: int = 300, width: int = 400) -> int:
-    evaluators = [SaliencyEvaluator(), CorLocEvaluator(), SizeBinnedIoU()]
+    stage = EvaluateStage([SaliencyEvaluator(), CorLocEvaluator(), SizeBinnedIoU()])  # what the runner keeps
     rng = np.random.default_rng(0)
     image = np.zeros((height, width, 3), np.uint8)
     tracemalloc.start()
@@ -32,10 +34,8 @@ def peak_bytes(count: int, height: int = 300, width: int = 400) -> int:
         gt[y : y + height // 3, x : x + width // 3] = 255
         sample = Sample("x", image, gt, np.array([[x, y, x + width / 3, y + height / 3]]))
         prediction = Prediction(rng.random((height, width), dtype=np.float32))
-        for ev in evaluators:
-            ev.process(sample, prediction)
-    for ev in evaluators:
-        ev.summarize()
+        stage(sample, prediction)
+    stage.aggregate()
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return peak

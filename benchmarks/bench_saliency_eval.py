@@ -42,13 +42,13 @@ def load_pairs(root: Path, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]
     return pairs
 
 
-def run_harness(pairs, preds_f32) -> tuple[float, dict, SaliencyEvaluator]:
+def run_harness(pairs, preds_f32) -> tuple[float, dict, list]:
     start = time.perf_counter()
     ev = SaliencyEvaluator()
-    for (gt, _), pred in zip(pairs, preds_f32):
-        ev.process(Sample("x", None, gt), Prediction(pred))  # type: ignore[arg-type]
-    metrics = ev.summarize()
-    return time.perf_counter() - start, metrics, ev
+    records = [ev.process(Sample("x", None, gt), Prediction(pred))[0]  # type: ignore[arg-type]
+               for (gt, _), pred in zip(pairs, preds_f32)]
+    metrics = ev.aggregate(records)
+    return time.perf_counter() - start, metrics, records
 
 
 def run_pysod(pairs) -> tuple[float, dict]:
@@ -78,7 +78,7 @@ def main() -> None:
     print(f"{len(pairs)} ECSSD masks, {pixels / 1e6:.1f} Mpixels")
 
     ours = min(run_harness(pairs, preds_f32)[0] for _ in range(args.repeats))
-    _, metrics, ev = run_harness(pairs, preds_f32)
+    _, metrics, records = run_harness(pairs, preds_f32)
     print(f"harness SaliencyEvaluator (Acc, IoU, F at 255 thresholds, MAE): {len(pairs) / ours:8.1f} images/s")
     try:
         import py_sod_metrics  # noqa: F401
@@ -93,7 +93,7 @@ def main() -> None:
     print(f"ratio (harness / PySODMetrics throughput): {theirs / ours:.2f}x")
 
     # agreement: our threshold k (p > k/255) is their "u8 >= k + 1" (curve index 254 - k)
-    curves = fbeta_curves(np.stack([r.hist_fg for r in ev.records]), np.stack([r.hist_bg for r in ev.records]))
+    curves = fbeta_curves(np.stack([r.hist_fg for r in records]), np.stack([r.hist_bg for r in records]))
     ours_curve = curves.mean(axis=0)
     their_curve = reference["curve"][254 - np.arange(255)]
     print(f"max F-beta: harness {metrics['max_fbeta']:.6f}, PySODMetrics {their_curve.max():.6f}; "

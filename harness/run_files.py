@@ -27,7 +27,7 @@ PER_IMAGE_FILE = "per_image.csv"
 #: Metric -> the per_image.csv column its bootstrap interval and paired comparison are computed from.
 METRIC_COLUMNS = {"acc": "acc", "iou": "iou", "corloc": "corloc_hit"}
 #: per_image.csv columns read besides the metrics' own (figures bin IoU by object size).
-READ_COLUMNS = ("fg_ratio",)
+READ_COLUMNS = ("fg_ratio", "size_fg_ratio", "size_iou")
 #: Dotted key -> (accepted types, required): what the report and compare read from results.json.
 RESULTS_KEYS = {
     "config": (dict, True),

@@ -15,6 +15,7 @@ from PIL import Image
 from harness.api import Prediction
 from harness.evaluators.protocol import get_protocol
 from harness.evaluators.saliency import SaliencyEvaluator
+from harness.pipeline import score
 from harness.registry import get_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -43,22 +44,21 @@ def test_image_and_ground_truth_crops_equal_the_reference(views):
     assert any(((v.mask > 0) & (v.mask < 255)).any() for v in views.values())
 
 
+def _pairs(views) -> list:
+    """Each view with the fixed prediction the reference scored (mask levels / 255)."""
+    return [(views[sample_id], Prediction(fixed_prediction(views[sample_id].mask, index).astype(np.float32) / 255.0))
+            for index, sample_id in enumerate(IDS)]
+
+
 def test_metrics_equal_token_metric_on_the_same_predictions(views):
     evaluator = SaliencyEvaluator(**get_protocol("segtricks").evaluator_args["saliency"])
-    for index, sample_id in enumerate(IDS):
-        pred = fixed_prediction(views[sample_id].mask, index).astype(np.float32) / 255.0
-        evaluator.process(views[sample_id], Prediction(pred))
-    metrics = evaluator.summarize()
+    _, metrics = score(evaluator, _pairs(views))
     for key in ("acc", "iou", "max_fbeta"):  # the reference sums in float32
         assert metrics[key] == pytest.approx(METRICS[key], abs=2e-6), key
 
 
 def test_the_protocols_fbeta_rule_is_what_makes_the_difference(views):
     """Under the default rule (gt/255 > 0.5) max F-beta moves away from the reference's."""
-    evaluator = SaliencyEvaluator()
-    for index, sample_id in enumerate(IDS):
-        pred = fixed_prediction(views[sample_id].mask, index).astype(np.float32) / 255.0
-        evaluator.process(views[sample_id], Prediction(pred))
-    metrics = evaluator.summarize()
+    _, metrics = score(SaliencyEvaluator(), _pairs(views))
     assert metrics["acc"] == pytest.approx(METRICS["acc"], abs=2e-6)
     assert abs(metrics["max_fbeta"] - METRICS["max_fbeta"]) > 1e-3

@@ -104,12 +104,14 @@ def test_the_degenerate_case_is_the_complete_graph(voc12_root, backbones, featur
 # ---- TokenCut's metric code (unsupervised_saliency_detection/metric.py) on the same predictions ----
 
 def _score(ecssd, predictions: dict, transform_gt=None) -> dict:
-    evaluator = SaliencyEvaluator()
+    from harness.pipeline import score
+
+    pairs = []
     for i, prediction in predictions.items():
         sample = ecssd.load(i)
         gt = sample.mask if transform_gt is None else transform_gt(sample.mask)
-        evaluator.process(Sample(i, sample.image, gt), Prediction(np.asarray(prediction, np.float32)))
-    return evaluator.summarize()
+        pairs.append((Sample(i, sample.image, gt), Prediction(np.asarray(prediction, np.float32))))
+    return score(SaliencyEvaluator(), pairs)[1]
 
 
 def _assert_same(harness: dict, reference: dict) -> None:
