@@ -184,21 +184,20 @@ def test_autoload_switch_skips_entry_points(tmp_path):
     assert listed.returncode == 0 and "broken-plugin" not in listed.stdout
 
 
-def test_list_does_not_import_torch_and_answers_fast():
+def test_list_imports_no_heavy_library():
+    """`harness list` stays fast by importing none of torch, timm or OpenCV (its speed itself
+    is not asserted: wall-clock bounds flake on a shared machine)."""
     code = textwrap.dedent(
         """
-        import sys, time, contextlib, io
-        start = time.perf_counter()
+        import sys, contextlib, io
         from harness.cli import main
         with contextlib.redirect_stdout(io.StringIO()):
             main(["list"])
-        print(time.perf_counter() - start, "torch" in sys.modules, "timm" in sys.modules, "cv2" in sys.modules)
+        print("torch" in sys.modules, "timm" in sys.modules, "cv2" in sys.modules)
         """
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    seconds, torch_loaded, timm_loaded, cv2_loaded = out.stdout.split()
-    assert (torch_loaded, timm_loaded, cv2_loaded) == ("False", "False", "False")
-    assert float(seconds) < 3.0  # typically ~0.3 s; torch alone would take longer than this
+    assert out.stdout.split() == ["False", "False", "False"]
 
 
 def test_a_plugin_that_calls_sys_exit_at_import_is_recorded_as_broken(tmp_path):
