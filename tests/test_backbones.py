@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -45,20 +44,16 @@ def _sha256(path: Path) -> str:
 
 # ---- weights: resolution, errors, digests ----------------------------------------------------
 
-def test_missing_weights_offline_is_one_fast_clear_error(empty_caches, capsys):
-    start = time.perf_counter()
+def test_missing_weights_offline_is_one_clear_error(empty_caches, capsys):
+    # that offline resolution opens no socket (so never waits for a time-out) is test_offline.py's
     with pytest.raises(HarnessError) as info:
         DinoVitS8().weights_digest
-    elapsed = time.perf_counter() - start
     message = str(info.value)
-    assert elapsed < 5, "offline resolution must not wait for a network time-out"
     assert "dino_deitsmall8_pretrain.pth" in message
     assert str(empty_caches / "torch" / "hub" / "checkpoints" / "dino_deitsmall8_pretrain.pth") in message
     assert "--weights" in message and "https://dl.fbaipublicfiles.com/dino/" in message
-    # through the CLI: exit status 2, one line, no traceback, within seconds
-    start = time.perf_counter()
+    # through the CLI: exit status 2, one line, no traceback
     assert main(["run", "--method", "tokencut", "--dataset", "synthetic", "--out", str(empty_caches / "runs")]) == 2
-    assert time.perf_counter() - start < 10
     err = capsys.readouterr().err
     assert "dino_deitsmall16_pretrain.pth" in err and "Traceback" not in err
 
