@@ -47,3 +47,15 @@ def ecssd_root(shared_data) -> Path:
 @pytest.fixture(scope="session")
 def voc12_root(shared_data) -> Path:
     return shared_data / "VOC2012"
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: two threads on two shared cores spin against the other
+    jobs, and one is several times faster (use with ``pytest.mark.usefixtures``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

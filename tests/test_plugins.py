@@ -18,8 +18,8 @@ from harness import Evaluator, Method, hookimpl
 from harness.cli import main
 from harness.errors import PluginError
 from harness.registry import Registry
+from example_dists import install_example
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "third_party_plugin"
 
 
 def harness_cli(*args: str, env_extra: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -75,16 +75,8 @@ def test_a_hook_that_raises_is_recorded_as_broken():
 
 @pytest.fixture(scope="module")
 def installed_example(tmp_path_factory) -> Path:
-    """Build the example distribution's wheel and install it into a private site folder."""
-    work = tmp_path_factory.mktemp("third_party")
-    src = work / "src"
-    shutil.copytree(EXAMPLE, src)
-    wheels, site = work / "wheels", work / "site"
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-build-isolation", "--no-deps", "-w", str(wheels), str(src)], check=True)
-    wheel = next(wheels.glob("harness_center_box-0.4.0-*.whl"))
-    subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)], check=True)
-    return site
+    """The example distribution, built and installed into a private site folder."""
+    return install_example("third_party_plugin", "harness_center_box-0.4.0-*.whl", tmp_path_factory.mktemp("third_party"))
 
 
 def test_third_party_distribution_is_listed_and_runnable(installed_example, tmp_path):

@@ -39,13 +39,7 @@ BACKBONE = dict(backbone="effnet-lite0", backbone_args={"stride": "8"})
 N_IMAGES = 16
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two threads on two shared cores spin against the other jobs: one is several times faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +189,7 @@ def test_run_directory_gives_its_cached_final_masks(ecssd_root, tmp_path):
     h, w = sample.image.shape[:2]
     expected = np.rint(center_prior(h, w, 0.25) * 255) / 255 > 0.5
     np.testing.assert_array_equal(source.mask(sample), expected)
-    with pytest.raises(DataError, match=rf"1 of 4 training images have no pseudo-mask in that run \(it covered 3"):
+    with pytest.raises(DataError, match=r"1 of 4 training images have no pseudo-mask in that run \(it covered 3"):
         source.check(dataset, ids)
     other = get_registry().create("dataset", "synthetic", {"count": "2"})
     with pytest.raises(DataError, match="that run predicted dataset 'ecssd', not 'synthetic'"):

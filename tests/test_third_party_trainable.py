@@ -11,15 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from example_dists import install_example
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "third_party_trainable"
 DATA = ["--dataset", "synthetic", "--dataset-args", "count=4,height=48,width=64"]
 COMMON = ["--no-progress", "--device", "cpu"]
 
@@ -27,15 +26,8 @@ COMMON = ["--no-progress", "--device", "cpu"]
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     """The example's wheel, built and installed into a private site folder."""
-    work = tmp_path_factory.mktemp("third_party_trainable")
-    src = work / "src"
-    shutil.copytree(EXAMPLE, src)
-    wheels, site = work / "wheels", work / "site"
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-build-isolation", "--no-deps", "-w", str(wheels), str(src)], check=True)
-    wheel = next(wheels.glob("harness_tiny_cnn-0.1.0-*.whl"))
-    subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)], check=True)
-    return site
+    return install_example("third_party_trainable", "harness_tiny_cnn-0.1.0-*.whl",
+                           tmp_path_factory.mktemp("third_party_trainable"))
 
 
 def _harness(site: Path, cache: Path, *args: str) -> subprocess.CompletedProcess:
