@@ -373,7 +373,7 @@ def score(evaluators: Sequence[Evaluator] | Evaluator, pairs: Iterable[tuple[Sam
 def write_run(run_dir: Path, results: dict[str, Any], evaluate: EvaluateStage) -> None:
     """The evaluators' artifacts and the run files, written whole into a staging folder beside
     ``run_dir`` and renamed into place: ``run_dir`` never mixes two runs."""
-    from harness.results import write_run_files
+    from harness.run_files import write_run_files
     from harness.storage import staged_directory
 
     with staged_directory(run_dir) as staging:

@@ -1,7 +1,8 @@
-"""What a run writes: ``results.json``, ``per_image.csv`` and ``summary.md``."""
+"""Provenance recorded in a run's ``results.json``: library versions, the source commit and the
+time. The run directory itself (its files, their format, writing and reading) is
+:mod:`harness.run_files`'s."""
 from __future__ import annotations
 
-import hashlib
 import platform
 import re
 import subprocess
@@ -10,9 +11,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from harness.storage import atomic_write_json, atomic_write_text
-
-SCHEMA_VERSION = 1
 _LIBRARIES = ("torch", "torchvision", "timm", "numpy", "scipy", "pluggy")
 #: The OpenCV wheels that provide ``cv2`` (the runtime depends on the first; the tests replace
 #: it with the contrib build); each one installed is recorded under its own name.
@@ -84,43 +82,3 @@ def _project_name(pyproject: Path) -> str | None:
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def format_metrics_table(metrics: dict[str, Any]) -> str:
-    from tabulate import tabulate
-
-    rows = [(key, f"{value:.4f}" if isinstance(value, float) else value) for key, value in metrics.items()]
-    return tabulate(rows, headers=["metric", "value"], tablefmt="github")
-
-
-def write_run_files(run_dir: Path, results: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    """Write the run files atomically (per-image rows first, results.json last, with the
-    sha256 of every other file of ``run_dir`` under ``files``)."""
-    import pandas as pd
-
-    frame = pd.DataFrame(rows)
-    atomic_write_text(run_dir / "per_image.csv", frame.to_csv(index=False, float_format="%.6g"))
-    config = results["config"]
-    lines = [
-        f"# Run `{results['run']}`",
-        "",
-        f"- method: `{config['method']['name']}`, post-processing: "
-        + (" → ".join(f"`{p['name']}`" for p in config["posts"]) or "none"),
-        f"- dataset: `{config['dataset']['name']}` ({results['counts']['images']} images)",
-        f"- backbone: `{config['backbone']['name']}`" if config.get("backbone") else "- backbone: none",
-        f"- protocol: {results['protocol']['name']} v{results['protocol']['version']}",
-        f"- created: {results['created']}",
-        "",
-        format_metrics_table(results["metrics"]),
-        "",
-    ]
-    atomic_write_text(run_dir / "summary.md", "\n".join(lines))
-    # every file's digest, so a reader can tell that a file belongs to this results.json
-    results["files"] = {path.name: file_sha256(path) for path in sorted(run_dir.iterdir())
-                        if path.is_file() and path.name != "results.json" and not path.name.startswith(".")}
-    atomic_write_json(run_dir / "results.json", results)
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 hex digest of a file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -1,6 +1,7 @@
-"""Reading a run directory back: ``results.json`` checked once when loaded, ``per_image.csv``
-and ``saliency_histograms.npz`` checked (and their sha256 compared with ``results.json``'s
-``files``) when first read.
+"""The run directory's format, both ways: what a run writes (``per_image.csv``, ``summary.md``,
+then ``results.json`` with the sha256 of every other file under ``files``) and reading it back:
+``results.json`` checked once when loaded, ``per_image.csv`` and ``saliency_histograms.npz``
+checked (and their sha256 compared with ``results.json``'s ``files``) when first read.
 
 Every problem is one :class:`~harness.errors.HarnessError` that names the file and the fix,
 so ``harness report`` and ``harness compare`` never fail deep inside on a broken run.
@@ -20,10 +21,13 @@ import numpy as np
 from harness.errors import HarnessError
 from harness.evaluators.protocol import N_THRESHOLDS
 from harness.evaluators.saliency import HISTOGRAMS_FILE
-from harness.results import SCHEMA_VERSION
+from harness.storage import atomic_write_json, atomic_write_text
 
+#: The version of the ``results.json`` layout this harness writes (and the newest it reads).
+SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
 PER_IMAGE_FILE = "per_image.csv"
+SUMMARY_FILE = "summary.md"
 #: Metric -> the per_image.csv column its bootstrap interval and paired comparison are computed from.
 METRIC_COLUMNS = {"acc": "acc", "iou": "iou", "corloc": "corloc_hit"}
 #: per_image.csv columns read besides the metrics' own (figures bin IoU by object size).
@@ -79,6 +83,8 @@ def _lookup(results: dict[str, Any], key: str) -> tuple[bool, Any]:
         value = value[part]
     return True, value
 
+
+# ---- read --------------------------------------------------------------------------------------
 
 def parse_results(text: bytes, file: Path) -> dict[str, Any]:
     """The ``results.json`` object, checked for every key the report and compare read.
@@ -272,3 +278,46 @@ def read_histograms(run_dir: Path, results: dict[str, Any]) -> tuple[np.ndarray,
                            f"(one row per image of {run_dir / RESULTS_FILE}): the run directory mixes two runs; "
                            f"re-run it")
     return hist_fg.astype(np.int64), hist_bg.astype(np.int64)
+
+
+# ---- write -------------------------------------------------------------------------------------
+
+def format_metrics_table(metrics: dict[str, Any]) -> str:
+    """The metrics as a GitHub markdown table (``summary.md``'s, and what ``harness run`` prints)."""
+    from tabulate import tabulate
+
+    rows = [(key, f"{value:.4f}" if isinstance(value, float) else value) for key, value in metrics.items()]
+    return tabulate(rows, headers=["metric", "value"], tablefmt="github")
+
+
+def write_run_files(run_dir: Path, results: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """Write the run files atomically (per-image rows first, results.json last, with the
+    sha256 of every other file of ``run_dir`` under ``files``)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    atomic_write_text(run_dir / PER_IMAGE_FILE, frame.to_csv(index=False, float_format="%.6g"))
+    config = results["config"]
+    lines = [
+        f"# Run `{results['run']}`",
+        "",
+        f"- method: `{config['method']['name']}`, post-processing: "
+        + (" → ".join(f"`{p['name']}`" for p in config["posts"]) or "none"),
+        f"- dataset: `{config['dataset']['name']}` ({results['counts']['images']} images)",
+        f"- backbone: `{config['backbone']['name']}`" if config.get("backbone") else "- backbone: none",
+        f"- protocol: {results['protocol']['name']} v{results['protocol']['version']}",
+        f"- created: {results['created']}",
+        "",
+        format_metrics_table(results["metrics"]),
+        "",
+    ]
+    atomic_write_text(run_dir / SUMMARY_FILE, "\n".join(lines))
+    # every file's digest, so a reader can tell that a file belongs to this results.json
+    results["files"] = {path.name: file_sha256(path) for path in sorted(run_dir.iterdir())
+                        if path.is_file() and path.name != RESULTS_FILE and not path.name.startswith(".")}
+    atomic_write_json(run_dir / RESULTS_FILE, results)
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 hex digest of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

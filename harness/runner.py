@@ -42,7 +42,8 @@ from harness.pipeline import (  # noqa: F401  (plugin_errors and validate_predic
 )
 from harness.preflight import check_data
 from harness.registry import Registry, get_registry
-from harness.results import SCHEMA_VERSION, environment_versions, git_sha, utc_now
+from harness.results import environment_versions, git_sha, utc_now
+from harness.run_files import SCHEMA_VERSION
 from harness.storage import check_writable
 
 log = logging.getLogger(__name__)

@@ -102,7 +102,7 @@ def test_sixteen_bit_files_follow_one_range_rule_as_truth_and_as_prediction(tmp_
 def test_run_directory_is_replaced_whole_never_mixed(tmp_path, capsys, monkeypatch):
     """A second run killed after writing per_image.csv, in the folder of an older finished run,
     leaves the older run whole; a second run that finishes replaces it whole."""
-    import harness.results as results_module
+    import harness.run_files as results_module
 
     args = ["run", "--method", "center-prior", "--dataset", "synthetic", "--dataset-args", "count=4",
             "--out", str(tmp_path / "runs"), "--name", "fixed", "--no-progress"]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from harness.cli import main
-from harness.results import SCHEMA_VERSION
+from harness.run_files import SCHEMA_VERSION
 
 COMMANDS = ("report", "compare")
 

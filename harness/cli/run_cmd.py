@@ -53,7 +53,7 @@ interrupted run resumes where it stopped.
 
     def run(self, args: argparse.Namespace) -> int:
         from harness.options import parse_kv
-        from harness.results import format_metrics_table
+        from harness.run_files import format_metrics_table
         from harness.runner import RunSpec, run
 
         spec = RunSpec(
