@@ -39,10 +39,38 @@ def trained(tmp_path_factory) -> Path:
     return _train(tmp_path_factory.mktemp("sempart") / "run", epochs=2)
 
 
+def _iou_by_hand(method, dataset) -> float:
+    """The IoU metric computed here with numpy from the method's own predictions: prediction
+    > 0.5 against ground truth >= 128, per image, averaged over images with a non-empty union."""
+    samples = [dataset.load(i) for i in dataset.ids()]
+    preds = method.predict_batch([s.without_labels() for s in samples])
+    ious = []
+    for sample, pred in zip(samples, preds):
+        fg, gt = np.asarray(pred.mask) > 0.5, np.asarray(sample.mask) >= 128
+        if (fg | gt).any():
+            ious.append((fg & gt).sum() / (fg | gt).sum())
+    return float(np.mean(ious))
+
+
 def test_checkpoint_holds_model_optimizer_polarity_and_provenance(trained):
     ckpt = load_checkpoint(trained / "checkpoint_last.pt", ("sempart",))
     assert ckpt["epoch"] == 2 and ckpt["backbone"] == "effnet-lite0" and len(ckpt["weights_digest"]) == 64
-    assert ckpt["polarity"] in (1, -1) and 0 <= ckpt["polarity_border_mean"] <= 1
+    # the polarity recomputed here: the saved head's masks of the training images, their mean over
+    # a border band 64 / 16 = 4 px wide (numpy), and "flip when above one half"
+    method = get_registry().create("method", "sempart", {"checkpoint": str(trained / "checkpoint_last.pt")})
+    backbone = _effnet()
+    method.setup(RunContext(device="cpu", backbone=backbone))
+    dataset = get_registry().create("dataset", "synthetic", {"count": "8", "height": "80", "width": "96"})
+    rings = []
+    with torch.no_grad():
+        for i in dataset.ids():
+            image = method._eval_input(dataset.load(i).image, 8, 64)[None]
+            fine = method.forward(method.model, backbone, image)[1][0, 0].double().numpy()
+            ring = np.ones(fine.shape, bool)
+            ring[4:-4, 4:-4] = False
+            rings.append(fine[ring].mean())
+    assert ckpt["polarity_border_mean"] == pytest.approx(np.mean(rings), abs=1e-6)  # float32 means
+    assert ckpt["polarity"] == (-1 if np.mean(rings) > 0.5 else 1)
     assert {"model", "optimizer", "config", "history"} <= set(ckpt)
     assert (trained / "checkpoint_epoch001.pt").is_file()
     log = pd.read_csv(trained / "losses.csv")
@@ -100,7 +128,10 @@ def test_evaluation_through_harness_run(trained, tmp_path, capsys):
     results = json.loads(next((tmp_path / "runs").glob("*/results.json")).read_text())
     assert results["config"]["backbone"]["name"] == "effnet-lite0"  # taken from the checkpoint,
     assert results["config"]["backbone"]["config"] == {"stride": 8}  # with its options
-    assert 0 <= results["metrics"]["iou"] <= 1
+    method = get_registry().create("method", "sempart", {"checkpoint": str(trained / "checkpoint_last.pt")})
+    method.setup(RunContext(device="cpu", backbone=_effnet()))
+    dataset = get_registry().create("dataset", "synthetic", {"count": "3"})
+    assert results["metrics"]["iou"] == pytest.approx(_iou_by_hand(method, dataset), abs=1e-12)
 
 
 def test_evaluation_errors_say_what_to_do(trained, tmp_path, capsys):
@@ -205,7 +236,7 @@ def test_backbone_and_losses_stay_float32_under_autocast():
 def test_evaluation_keeps_the_aspect_ratio(trained):
     method = get_registry().create("method", "sempart", {"checkpoint": str(trained / "checkpoint_last.pt")})
     spy = _Spy(_effnet())
-    method.setup(RunContext(device="cpu", backbone=spy))
+    method.setup(RunContext(device="cpu", backbone=spy, batch_size=2))  # two images per backbone call
     dataset = get_registry().create("dataset", "synthetic", {"count": "2", "height": "90", "width": "150"})
     samples = [dataset.load(i).without_labels() for i in dataset.ids()]
     preds = method.predict_batch(samples)
@@ -218,7 +249,7 @@ def test_segtricks_preset_squares_the_input_and_decides_polarity_per_batch(train
     method = get_registry().create("method", "sempart", {"checkpoint": str(trained / "checkpoint_last.pt"),
                                                          "preset": "segtricks"})
     spy = _Spy(_effnet())
-    method.setup(RunContext(device="cpu", backbone=spy))
+    method.setup(RunContext(device="cpu", backbone=spy, batch_size=3))
     assert method.polarity == "batch" and not method.cacheable
     dataset = get_registry().create("dataset", "synthetic", {"count": "3", "height": "90", "width": "150"})
     samples = [dataset.load(i).without_labels() for i in dataset.ids()]
@@ -271,7 +302,12 @@ def test_a_segmentation_tricks_head_runs_through_harness_run(tmp_path):
     assert main(args) == 0
     results = json.loads(next((tmp_path / "runs").glob("*/results.json")).read_text())
     assert results["config"]["backbone"]["name"] == "dino-vits8"  # implied by the head's shapes
-    assert 0 <= results["metrics"]["iou"] <= 1
+    backbone = get_registry().create("backbone", "dino-vits8", {"weights": str(weights)})
+    backbone.load("cpu")
+    method = get_registry().create("method", "sempart", {"checkpoint": str(head), "image_size": "32"})
+    method.setup(RunContext(device="cpu", backbone=backbone))
+    dataset = get_registry().create("dataset", "synthetic", {"count": "2", "height": "40", "width": "56"})
+    assert results["metrics"]["iou"] == pytest.approx(_iou_by_hand(method, dataset), abs=1e-12)
     fixed = base + ["--method-args", f"checkpoint={head},image_size=32,polarity=1", "--out", str(tmp_path / "r2")]
     assert main(fixed) == 0
 
