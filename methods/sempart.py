@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.api import Option, Prediction, RunContext, Sample
+from harness.api import FeatureRequest, Option, Prediction, RunContext, Sample
+from harness.backbones.features import features_for
 from harness.errors import HarnessError
 from harness.training.trainable import TrainableMethod
 
@@ -157,12 +158,19 @@ class Sempart(TrainableMethod):
         ``preset=segtricks``, which trains in float32 as the reference does)."""
         import torch
 
-        device_type = images.device.type
-        with torch.no_grad(), torch.autocast(device_type=device_type, enabled=False):
+        with torch.no_grad(), torch.autocast(device_type=images.device.type, enabled=False):
             features = backbone.features(images.float()).float()
+        return (features, *self.head(model, features, images))
+
+    def head(self, model, features, images):
+        """The head's fine and coarse masks (float32 probabilities) from backbone features
+        ``(B, C, h, w)`` and the images ``(B, 3, H, W)`` in [0, 1]."""
+        import torch
+
+        device_type = images.device.type
         with torch.autocast(device_type=device_type, enabled=False) if self.segtricks else contextlib.nullcontext():
             fine, coarse = model(features, normalize_image(images.float()))
-        return features, torch.sigmoid(fine.float()), torch.sigmoid(coarse.float())
+        return torch.sigmoid(fine.float()), torch.sigmoid(coarse.float())
 
     def loss_terms(self, images, features, fine, coarse) -> dict:
         """Sempart's four terms on one batch's features and masks."""
@@ -274,6 +282,7 @@ class Sempart(TrainableMethod):
             raise HarnessError(str(exc)) from None
         self.model.to(self.device).eval()
         self.backbone = backbone
+        self.features = features_for(context)  # evaluation reads the backbone through the feature cache
 
     def _eval_input(self, image: np.ndarray, stride: int, size: int):
         """``(3, h, w)`` float32 in [0, 1]: the image as the network sees it (an ``size``
@@ -289,6 +298,11 @@ class Sempart(TrainableMethod):
         import torch.nn.functional as F
 
         inputs = [self._eval_input(s.image, self.backbone.stride, self.image_size) for s in samples]
+        shape = "square" if self.segtricks else "shorter-side"
+        grids = self.features.grids([
+            FeatureRequest.of(s, f"sempart-{shape}-bilinear-antialias:{x.shape[1]}x{x.shape[2]}",
+                              lambda x=x: x.permute(1, 2, 0).numpy())
+            for s, x in zip(samples, inputs)])
         groups: dict[tuple, list[int]] = {}
         for j, x in enumerate(inputs):  # one group under preset=segtricks (all squares)
             groups.setdefault(tuple(x.shape), []).append(j)
@@ -296,7 +310,8 @@ class Sempart(TrainableMethod):
         with torch.no_grad(), batch_statistics(self.model) if self.segtricks else contextlib.nullcontext():
             for members in groups.values():
                 images = torch.stack([inputs[j] for j in members]).to(self.device)
-                _, fine, _ = self.forward(self.model, self.backbone, images)
+                features = torch.from_numpy(np.stack([grids[j] for j in members])).to(self.device)
+                fine, _ = self.head(self.model, features, images)
                 for j, mask in zip(members, fine):
                     masks[j] = mask
             if self.polarity == "batch":  # the mean over every pixel of the batch, as the reference

@@ -38,6 +38,14 @@ class Backbone:
         return torch.zeros(images.shape[0], 4, images.shape[2] // 8, images.shape[3] // 8)
 
 
+class Features:
+    """The run's feature stage (``RunContext.features``) over :class:`Backbone`, uncached."""
+
+    def grids(self, requests):
+        inputs = [torch.from_numpy(np.asarray(r.make_input())).permute(2, 0, 1)[None] for r in requests]
+        return [Backbone().features(x)[0].numpy() for x in inputs]
+
+
 def _image(white_ring_pixels: int) -> np.ndarray:
     """Black except the first ``white_ring_pixels`` pixels of the border ring (row-major order)."""
     mask = np.zeros(SIZE * SIZE, bool)
@@ -80,6 +88,7 @@ def test_evaluation_inverts_the_masks_of_a_flipped_checkpoint(polarity, inverted
     # what setup() sets from the checkpoint's polarity (or the option), without a trained head
     method.polarity = polarity
     method.backbone, method.model, method.device, method.image_size = Backbone(), WhiteIsForeground(), "cpu", SIZE
+    method.features = Features()
     image = _image(216)
     white = image[..., 0] == 255
     mask = method.predict_batch([Sample("x", image)])[0].mask

@@ -145,6 +145,9 @@ class _StubBackbone:
     def load(self, device):
         pass
 
+    def identity(self):
+        return {"name": self.name}
+
     def features(self, images):
         return G.stub_features(self._normalize(images), self._weight)
 
@@ -156,8 +159,8 @@ def _evaluate(tmp_path, backbone, samples, golden) -> np.ndarray:
     method = get_registry().create("method", "sempart", {"checkpoint": str(path), "preset": "segtricks",
                                                          "image_size": size})
     assert not method.cacheable
-    method.setup(RunContext(device="cpu", backbone=backbone))
     batch = int(golden["batch_size"])
+    method.setup(RunContext(device="cpu", backbone=backbone, batch_size=batch))
     masks = [p.mask for k in range(0, len(samples), batch) for p in method.predict_batch(samples[k : k + batch])]
     return np.stack(masks)
 
