@@ -445,8 +445,11 @@ def _changed_options(run: RunRecord) -> str:
 
 def _shown(value) -> str:
     """An option's value for a note: absolute paths under the current directory shown relative
-    to it (runs record absolute paths; a report read beside them should not print the machine's)."""
+    to it (runs record absolute paths; a report read beside them should not print the machine's),
+    content digests shortened."""
     text = str(value)
+    if text.startswith("sha256:"):  # a file named by its content: the first 12 digits, as weights are
+        return text[:19]
     if os.path.isabs(text) and not os.path.relpath(text).startswith(".."):
         return os.path.relpath(text)
     return text
