@@ -12,6 +12,9 @@ from typing import Any, Callable
 
 from harness.errors import PluginError
 
+#: Seeds must fit the signed 64-bit integer torch and NumPy seed with (``0 <= seed < SEED_LIMIT``).
+SEED_LIMIT = 2**63
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 

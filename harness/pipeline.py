@@ -130,7 +130,6 @@ def _path_options(method) -> list[str]:
             continue
         if isinstance(value, Path) or getattr(option, "type", None) is Path:
             names.append(option.name)
-    names += [name for name, value in method.config.items() if isinstance(value, Path) and name not in names]
     return names
 
 

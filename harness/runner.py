@@ -41,6 +41,7 @@ from harness.pipeline import (  # noqa: F401  (plugin_errors and validate_predic
     write_run,
 )
 from harness.preflight import check_data
+from harness.options import SEED_LIMIT
 from harness.registry import Registry, get_registry
 from harness.results import environment_versions, git_sha, utc_now
 from harness.run_files import SCHEMA_VERSION
@@ -126,7 +127,7 @@ def check_run_name(name: str) -> str:
 
 def check_seed(seed: int) -> int:
     """A seed every generator accepts (numpy, torch and Python's all take 0 <= seed < 2**63)."""
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < SEED_LIMIT:
         raise HarnessError(f"--seed {seed!r}: give a whole number from 0 to 2**63 - 1")
     return seed
 

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-#: Seeds must fit the signed 64-bit integer torch and NumPy seed with.
-SEED_LIMIT = 2**63
+from harness.options import SEED_LIMIT
 
 
 def seed_type(text: str) -> int:
