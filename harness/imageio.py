@@ -83,9 +83,10 @@ def check_image_bytes(data: bytes, path: Path, what: str) -> tuple[int, int]:
 _JPEG_END, _JPEG_TAIL = b"\xff\xd9", 1 << 16
 
 
-def _open(path: Path, what: str):
-    """The decoded image, its structure checked first (truncated or corrupted files fail here)."""
-    data = read_bytes(path, what)
+def _open(path: Path, what: str, data: bytes | None = None):
+    """The decoded image of ``path`` (or of its bytes ``data``, already read), its structure
+    checked first (truncated or corrupted files fail here)."""
+    data = read_bytes(path, what) if data is None else data
     check_image_bytes(data, path, what)
     img = _parse(data, path, what)
     try:
@@ -143,15 +144,15 @@ def _colour_mask(rgb: np.ndarray, path: Path, what: str, mode: str) -> np.ndarra
     )
 
 
-def read_mask(path: str | Path, what: str = "mask") -> np.ndarray:
-    """``(H, W)`` uint8 ground truth, 0..255.
+def read_mask(path: str | Path, what: str = "mask", data: bytes | None = None) -> np.ndarray:
+    """``(H, W)`` uint8 ground truth, 0..255, from ``path`` (or its bytes ``data``, already read).
 
     Integer masks follow :func:`mask_levels` (0/1 masks become 0/255, 16-bit masks are scaled
     to 8 bits); palette and colour masks follow :func:`_colour_mask`; anything else raises a
     :class:`DataError`.
     """
     path = Path(path)
-    img = _open(path, what)
+    img = _open(path, what, data)
     if img.mode == "1":
         return np.ascontiguousarray(np.asarray(img, dtype=np.uint8) * np.uint8(255))
     if img.mode in ("L", "I", "F") or img.mode.startswith("I;16"):
@@ -292,7 +293,12 @@ def inspect_file(path: str | Path, what: str) -> tuple[str, tuple[int, int] | No
         _check_npy_bytes(data, path, what)
     elif path.suffix.lower() in IMAGE_SUFFIXES + PREDICTION_SUFFIXES:
         size = check_image_bytes(data, path, what)
-    return hashlib.blake2b(data, digest_size=16).hexdigest(), size
+    return bytes_digest(data), size
+
+
+def bytes_digest(data: bytes) -> str:
+    """The digest a data file contributes to a run's ``data_digest``."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def _check_npy_bytes(data: bytes, path: Path, what: str) -> None:

@@ -13,7 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from harness.imageio import inspect_file, read_mask
+from harness.imageio import IMAGE_SUFFIXES, bytes_digest, inspect_file, read_bytes, read_mask
 
 
 @dataclass
@@ -47,11 +47,14 @@ def check_data(dataset, ids: list[str], progress: bool | None = None) -> DataChe
         paths = dataset.files(sample_id)
         total.update(json.dumps(["id", sample_id]).encode())
         for k, path in enumerate(paths):
-            digest, hw = inspect_file(path, "image" if k == 0 else "label file")
-            if k == 0 and hw is not None:
-                sizes[sample_id] = hw
-            elif hw is not None:  # a ground-truth mask: small, so decoded now with its value rules
-                read_mask(path)
+            if k > 0 and path.suffix.lower() in IMAGE_SUFFIXES:  # a mask: small, so decoded now with its rules
+                data = read_bytes(path, "mask")
+                read_mask(path, data=data)
+                digest = bytes_digest(data)
+            else:
+                digest, hw = inspect_file(path, "image" if k == 0 else "label file")
+                if k == 0 and hw is not None:
+                    sizes[sample_id] = hw
             total.update(json.dumps([path.name, digest]).encode())
     bar.close()
     return DataCheck(total.hexdigest(), sizes)
