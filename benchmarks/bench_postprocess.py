@@ -1,6 +1,10 @@
 """Speed of the post-processors: the guided filter against OpenCV's ximgproc, and the bilateral solver.
 
 Prints, from one process on the same images:
+- the ``gf`` plugin's CPU path (``GuidedFilter()(image, mask)``: uint8 image in, float32 mask
+  out) per image against ``cv2.ximgproc.guidedFilter`` on a ready float32 grey guide (and with
+  the guide's conversion counted), as a ratio, with 1 thread for OpenCV and torch (a pipelined
+  runner's worker processes) and with the default threads,
 - GF time per 400x300 image, ours (torch) against ``cv2.ximgproc.guidedFilter`` (ratio),
 - GF throughput for a batch of 8 images (per image) against 8 OpenCV calls,
 - the same on CUDA when a GPU is there,
@@ -97,6 +101,27 @@ def main() -> None:
     tg1, tm1 = torch.from_numpy(g1)[None, None], torch.from_numpy(m1)[None, None]
     tg8 = torch.from_numpy(np.stack(guides))[:, None]
     tm8 = torch.from_numpy(np.stack(masks))[:, None]
+
+    from harness.methods.guided_filter import GuidedFilter
+
+    plugin_gf = GuidedFilter(radius=radius, eps=eps)
+    image1 = pairs[0][0]
+    default_threads = (torch.get_num_threads(), cv2.getNumThreads())
+    print("\n'gf' plugin CPU path (uint8 image -> float32 mask) vs cv2.ximgproc.guidedFilter, one 400x300 image:")
+    for label, threads in (("1 thread", (1, 1)), ("default threads", default_threads)):
+        torch.set_num_threads(threads[0])
+        cv2.setNumThreads(threads[1])
+        t = interleaved({
+            "opencv": lambda: cv2.ximgproc.guidedFilter(g1, m1, radius, eps),
+            "opencv+guide": lambda: cv2.ximgproc.guidedFilter(image_guide(image1), m1, radius, eps),
+            "plugin": lambda: plugin_gf(image1, m1),
+        }, max(args.repeats, 100))
+        print(f"  {label:15s} (torch {threads[0]}, OpenCV {threads[1]}): plugin {t['plugin'] * 1e3:6.3f} ms, "
+              f"ximgproc {t['opencv'] * 1e3:6.3f} ms (+guide {t['opencv+guide'] * 1e3:6.3f} ms)   "
+              f"ratio plugin/ximgproc = {t['plugin'] / t['opencv']:.2f} "
+              f"(vs ximgproc+guide {t['plugin'] / t['opencv+guide']:.2f})   (goal <= 1)")
+    torch.set_num_threads(default_threads[0])
+    cv2.setNumThreads(default_threads[1])
 
     with torch.no_grad():
         single = interleaved({

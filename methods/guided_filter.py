@@ -24,7 +24,7 @@ from harness.errors import HarnessError
 if TYPE_CHECKING:  # torch is imported lazily so that `harness list` stays fast
     import torch
 
-__all__ = ["GuidedFilter", "box_mean", "guided_filter"]
+__all__ = ["GuidedFilter", "box_mean", "guided_filter", "guided_filter_cpu"]
 
 
 def _counts(n: int, radius: int, like: "torch.Tensor") -> "torch.Tensor":
@@ -263,6 +263,79 @@ def _guided_filter_inplace(guide, p, radius, eps):
     return torch.addcmul(mean_b, mean_a, guide)
 
 
+_cpu = threading.local()
+
+
+def _cpu_buffers(height: int, width: int, radius: int) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """The reciprocal valid-pixel counts and seven float64 (H, W) buffers plus an (H, W, 3) one,
+    kept per thread for the last size (fresh pages would cost ~1 ms of a 400x300 call)."""
+    key = (height, width, radius)
+    kept = getattr(_cpu, "kept", None)
+    if kept is None or kept[0] != key:
+        def counts(n: int) -> np.ndarray:
+            i = np.arange(n)
+            return (np.minimum(i + radius, n - 1) - np.maximum(i - radius, 0) + 1).astype(np.float64)
+
+        inv_count = np.ascontiguousarray(1.0 / np.outer(counts(height), counts(width)))
+        kept = (key, inv_count, [np.empty((height, width)) for _ in range(7)], np.empty((height, width, 3)))
+        _cpu.kept = kept
+    return kept[1], kept[2], kept[3]
+
+
+def guided_filter_cpu(image: np.ndarray, mask: np.ndarray, radius: int = 9, eps: float = 1e-3) -> np.ndarray:
+    """:func:`guided_filter` of one mask with :func:`image_guide`'s grey guide, in float64 with
+    OpenCV core functions (no torch, no ximgproc): the plugin's CPU path.
+
+    Window sums are ``cv2.boxFilter`` with zero borders and no normalisation, divided by the
+    count of in-image pixels, so borders and images smaller than the window follow the same
+    definition as :func:`box_mean`. The guide is computed exactly as :func:`image_guide` does
+    (integer channel sum, / 3, / 255). Agrees with the torch float64 path to ~1e-12.
+
+    Parameters
+    ----------
+    image : np.ndarray
+        ``(H, W, 3)`` RGB, ``(H, W, 1)`` or ``(H, W)``, 0..255 (uint8).
+    mask : np.ndarray
+        ``(H, W)`` soft mask.
+    radius, eps : see :func:`guided_filter`.
+
+    Returns
+    -------
+    np.ndarray
+        ``(H, W)`` float64, not clamped; a view of a per-thread buffer that the next call on
+        this thread overwrites (copy it to keep it).
+    """
+    import cv2
+
+    height, width = mask.shape
+    inv_count, (guide, p, mean_i, mean_p, mean_ip, mean_ii, tmp), rgb = _cpu_buffers(height, width, radius)
+    size = (2 * radius + 1, 2 * radius + 1)
+
+    def box_mean_(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        cv2.boxFilter(src, -1, size, dst=dst, normalize=False, borderType=cv2.BORDER_CONSTANT)
+        return cv2.multiply(dst, inv_count, dst=dst)
+
+    if image.ndim == 3 and image.shape[2] == 3:
+        np.copyto(rgb, image, casting="unsafe")
+        cv2.transform(rgb, np.ones((1, 3)), dst=guide)  # r + g + b, exact for integers
+        np.divide(guide, 3.0, out=guide)  # as image_guide: mean, then / 255
+    else:
+        np.copyto(guide, image.reshape(height, width), casting="unsafe")
+    np.divide(guide, 255.0, out=guide)
+    np.copyto(p, mask, casting="unsafe")
+    box_mean_(guide, mean_i)
+    box_mean_(p, mean_p)
+    box_mean_(cv2.multiply(guide, p, dst=tmp), mean_ip)
+    box_mean_(cv2.multiply(guide, guide, dst=tmp), mean_ii)
+    var_eps = cv2.subtract(mean_ii, cv2.multiply(mean_i, mean_i, dst=tmp), dst=mean_ii)
+    np.add(var_eps, float(eps), out=var_eps)
+    a = cv2.subtract(mean_ip, cv2.multiply(mean_i, mean_p, dst=tmp), dst=mean_ip)
+    cv2.divide(a, var_eps, dst=a)  # cov(I, p) / (var(I) + eps)
+    b = cv2.subtract(mean_p, cv2.multiply(a, mean_i, dst=tmp), dst=mean_p)  # mean(p) - a mean(I)
+    mean_a, mean_b = box_mean_(a, mean_i), box_mean_(b, mean_ii)
+    return cv2.add(cv2.multiply(mean_a, guide, dst=tmp), mean_b, dst=tmp)
+
+
 def image_guide(image: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
     """``(H, W)`` grey guide in [0, 1] (float32 unless ``dtype``): the mean of an RGB uint8
     image's channels."""
@@ -296,9 +369,13 @@ class GuidedFilter(PostProcessor):
         self.device = context.device
 
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        check_pair(self.name, image, mask)
+        if str(self.device) == "cpu":
+            # OpenCV core in float64, ~3x the torch path's speed on one image; same numbers to ~1e-12
+            out = guided_filter_cpu(image, mask, self.config["radius"], self.config["eps"])
+            return np.clip(out, 0.0, 1.0, out=out).astype(np.float32)
         import torch
 
-        check_pair(self.name, image, mask)
         # float64 (+0.5 ms per 320 x 320 image): float32 prefix sums lose up to 1.3e-5 on the parity
         # crops, more than the reference's own float32 rounding (4e-6)
         guide = torch.from_numpy(image_guide(image, np.float64)).to(self.device)[None, None]

@@ -9,7 +9,7 @@ import torch
 
 from harness.errors import HarnessError
 from harness.imageio import read_image, read_mask
-from harness.methods.guided_filter import GuidedFilter, box_mean, guided_filter
+from harness.methods.guided_filter import GuidedFilter, box_mean, guided_filter, guided_filter_cpu, image_guide
 from harness.registry import Registry
 
 R, EPS = 9, 1e-3  # the Two Tricks paper's settings
@@ -241,6 +241,56 @@ def test_plugin_on_a_real_image(ecssd_root):
     raw = guided_filter(_t(guide64, torch.float64), _t(soft, torch.float64), R, EPS)[0, 0].numpy()
     np.testing.assert_allclose(out, np.clip(raw, 0, 1), atol=1e-6)
     assert raw.min() < 0 or raw.max() > 1  # so the clamp is doing something here
+
+
+# ---- the plugin's CPU path (OpenCV core, float64) against the torch float64 path ------------
+CPU_PATH_ATOL = 1e-10  # measured: 2.3e-13 on ECSSD; float32 rounding of the output is 6e-8
+
+
+def _torch_reference(image: np.ndarray, mask: np.ndarray, r: int, eps: float) -> np.ndarray:
+    guide = image_guide(image, np.float64)
+    return guided_filter(_t(guide, torch.float64), _t(mask, torch.float64), r, eps)[0, 0].numpy()
+
+
+def test_cpu_path_equals_the_torch_float64_path_on_real_images(ecssd_root):
+    """All 5 images, unclamped, within CPU_PATH_ATOL; the plugin's uint8 masks are identical."""
+    from harness.cache import quantize_mask
+
+    for stem in ECSSD_IDS:
+        image, _, soft = _ecssd(ecssd_root, stem)
+        ref = _torch_reference(image, soft, R, EPS)
+        out = guided_filter_cpu(image, soft, R, EPS).copy()
+        np.testing.assert_allclose(out, ref, rtol=0, atol=CPU_PATH_ATOL, err_msg=stem)
+        plugin = GuidedFilter()(image, soft)
+        np.testing.assert_array_equal(quantize_mask(plugin), quantize_mask(np.clip(ref, 0, 1).astype(np.float32)))
+
+
+@pytest.mark.parametrize("shape,r", [((13, 17), 3), ((13, 17), 9), ((5, 3), 9), ((1, 1), 9), ((1, 12), 2),
+                                     ((1, 40), 9), ((7, 1), 9), ((40, 1), 3), ((3, 4), 0), ((2, 2), 1)])
+def test_cpu_path_on_small_images_borders_and_tiny_windows(shape, r):
+    """Images smaller than the radius, one-pixel-wide ones and r = 0: the valid-count definition."""
+    rng = np.random.default_rng(7 * sum(shape) + r)
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    mask = rng.random(shape, dtype=np.float32)
+    out = guided_filter_cpu(image, mask, r, 1e-2).copy()
+    np.testing.assert_allclose(out, _torch_reference(image, mask, r, 1e-2), rtol=0, atol=CPU_PATH_ATOL)
+    guide = image.astype(np.float64).mean(-1) / 255
+    np.testing.assert_allclose(out, _naive_guided_filter(guide, mask.astype(np.float64), r, 1e-2), atol=1e-10)
+    # grey images, (H, W) and (H, W, 1), take the channel itself / 255
+    grey = image[..., 1]
+    for form in (grey, grey[..., None]):
+        np.testing.assert_allclose(guided_filter_cpu(form, mask, r, 1e-2), _torch_reference(grey, mask, r, 1e-2),
+                                   rtol=0, atol=CPU_PATH_ATOL)
+
+
+def test_cpu_path_buffers_follow_the_size():
+    """Per-thread buffers are re-made when the size changes; results do not leak between calls."""
+    rng = np.random.default_rng(11)
+    a = (rng.integers(0, 256, (20, 30, 3), dtype=np.uint8), rng.random((20, 30), dtype=np.float32))
+    b = (rng.integers(0, 256, (9, 4, 3), dtype=np.uint8), rng.random((9, 4), dtype=np.float32))
+    first = guided_filter_cpu(*a).copy()
+    guided_filter_cpu(*b)
+    np.testing.assert_array_equal(guided_filter_cpu(*a), first)
 
 
 def test_plugin_options_and_errors():
