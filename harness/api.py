@@ -470,7 +470,10 @@ class Method(Plugin):
 
     The runner builds a method as ``cls(**options)``, calls :meth:`configure_for_run`, then
     (at the first image the mask cache does not hold) :meth:`setup` with the
-    :class:`RunContext`, then :meth:`predict_batch` on batches of labels-free samples. A method
+    :class:`RunContext`, then :meth:`device_stage` on batches of labels-free samples in its
+    main process and :meth:`cpu_stage` on each result in a worker process (by default the
+    first is :meth:`predict_batch` and the second passes its predictions on, so a method that
+    implements only :meth:`predict` works as it is). A method
     that uses a backbone (``uses_backbone``) reads its features through ``context.features``
     (:class:`FeatureSource`), so they are cached and shared with the other methods on that
     backbone; :class:`harness.patch_methods.PatchFeatureMethod` does this for methods that
@@ -531,6 +534,33 @@ class Method(Plugin):
     def predict_batch(self, samples: Sequence[Sample]) -> "list[Prediction | np.ndarray]":
         """Predict several images; override to batch on a GPU."""
         return [self.predict(sample) for sample in samples]
+
+    # ---- the two stages of a pipelined run (``harness run --workers N``) ----------------
+    def device_stage(self, samples: Sequence[Sample]) -> list[Any]:
+        """The part of predicting that runs in the run's main process, on a batch of images:
+        the network on the device. Returns one value per sample, handed (pickled) to
+        :meth:`cpu_stage` in a worker process.
+
+        Default: :meth:`predict_batch`, so a method that implements only :meth:`predict`
+        runs whole here and :meth:`cpu_stage` passes its predictions on.
+        """
+        return list(self.predict_batch(samples))
+
+    def cpu_stage(self, sample: Sample, staged: Any) -> "Prediction | np.ndarray":
+        """The rest of predicting one image, in a worker process, from what :meth:`device_stage`
+        returned for it (default: that value, a prediction).
+
+        A method that overrides it is set up (:meth:`setup`) before the workers start, and the
+        workers inherit the method as setup left it; they run on the CPU with one thread each,
+        so the method must not use the device here. ``predict_batch`` of such a method should
+        equal ``[cpu_stage(s, x) for s, x in zip(samples, device_stage(samples))]``
+        (:class:`~harness.patch_methods.PatchFeatureMethod` does this).
+        """
+        return staged
+
+    def splits_stages(self) -> bool:
+        """Whether this method overrides :meth:`cpu_stage` (its per-image work can run in workers)."""
+        return type(self).cpu_stage is not Method.cpu_stage
 
     def cache_token(self) -> dict[str, Any]:
         """Extra values that determine the outputs (e.g. a checkpoint's digest)."""

@@ -148,6 +148,9 @@ class PatchFeatureMethod(Method):
 
     Subclasses set :attr:`preparation` (or override :meth:`input_mode`) and implement
     :meth:`segment`, which gets the ``(h * w, C)`` features and returns a grid mask and box.
+    In a pipelined run the features are extracted in batches in the main process
+    (:meth:`device_stage`) and :meth:`segment` runs in a worker process (:meth:`cpu_stage`),
+    so a subclass gets the pipeline without writing anything for it.
     Features come from ``RunContext.features`` (the run's feature cache); ``self.backbone`` is
     the run's backbone and ``self.run_seed`` the run's ``--seed`` (for a random start, e.g. an
     eigen solver's: a subclass that uses it returns True from :meth:`uses_seed`).
@@ -230,12 +233,19 @@ class PatchFeatureMethod(Method):
         """The foreground ``(h, w)`` boolean grid mask and its grid box for one image."""
         raise NotImplementedError
 
+    def device_stage(self, samples: Sequence[Sample]) -> list[tuple[np.ndarray, Geometry]]:
+        """The batched stage: the patch features and geometry of each sample (:meth:`patch_features`)."""
+        return self.patch_features(samples)
+
+    def cpu_stage(self, sample: Sample, staged: tuple[np.ndarray, Geometry]) -> Prediction:
+        """The per-image stage (in a worker process of a pipelined run): :meth:`segment` on the
+        features, the grid mask and box mapped back to the image."""
+        features, geometry = staged
+        grid_mask, box = self.segment(features, geometry, sample)
+        return Prediction(geometry.mask_to_image(grid_mask), geometry.box_to_image(box))
+
     def predict_batch(self, samples: Sequence[Sample]) -> list[Prediction]:
-        results = []
-        for sample, (features, geometry) in zip(samples, self.patch_features(samples)):
-            grid_mask, box = self.segment(features, geometry, sample)
-            results.append(Prediction(geometry.mask_to_image(grid_mask), geometry.box_to_image(box)))
-        return results
+        return [self.cpu_stage(s, staged) for s, staged in zip(samples, self.device_stage(samples))]
 
     def predict(self, sample: Sample) -> Prediction:
         return self.predict_batch([sample])[0]

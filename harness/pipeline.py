@@ -20,8 +20,10 @@ for pseudo-masks; :func:`score` runs evaluate alone (tests, benchmarks).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -174,12 +176,15 @@ def backbone_without_digest(backbone) -> str:
 # ---- predict and post-process ------------------------------------------------------------------
 
 class PredictStage:
-    """The method, through the mask cache.
+    """The method, through the mask cache, in two parts: :meth:`device` (the method's
+    ``device_stage`` on a batch, in the run's main process) and :meth:`finish` (its
+    ``cpu_stage`` on one image, then the mask cache write; in a worker process of a pipelined run).
 
     Parameters
     ----------
     method : Method
-        Set up (``setup(context)``) at the first image the cache does not hold.
+        Set up (``setup(context)``) at the first image the cache does not hold, or before the
+        workers start when it splits its stages (:meth:`~harness.api.Method.splits_stages`).
     identity : dict
         Everything that determines the method's masks (hashed into every key with the image
         id and pixels).
@@ -198,45 +203,71 @@ class PredictStage:
     def key(self, sample: Sample) -> str:
         return stable_hash([self.method_hash, sample.id, array_digest(sample.image)])
 
-    def __call__(self, samples: list[Sample], stats: dict) -> list[tuple[str, np.ndarray, Any]]:
-        """``(key, uint8 mask, box)`` per sample, from the cache or the method."""
+    def setup(self) -> None:
+        if not self.ready:
+            with plugin_errors(self.owner, "while setting up"):
+                self.method.setup(self.context)
+            self.ready = True
+
+    def lookup(self, samples: list[Sample]) -> list[tuple[str, tuple[np.ndarray, Any] | None]]:
+        """``(key, (uint8 mask, box) or None)`` per sample: what the mask cache holds."""
         keys = [self.key(s) for s in samples]
-        cacheable = self.method.cacheable
-        found = [self.cache.get(k, s.image.shape[:2]) if cacheable else None for k, s in zip(keys, samples)]
-        missing = [j for j, hit in enumerate(found) if hit is None]
+        if not self.method.cacheable:
+            return [(k, None) for k in keys]
+        return [(k, self.cache.get(k, s.image.shape[:2])) for k, s in zip(keys, samples)]
+
+    def device(self, samples: list[Sample]) -> list[Any]:
+        """The method's ``device_stage`` on images the cache does not hold (one value per sample)."""
+        self.setup()
+        names = ", ".join(repr(s.id) for s in samples)
+        with plugin_errors(self.owner, f"on image {names}"):
+            staged = list(self.method.device_stage([s.without_labels() for s in samples]))
+        if len(staged) != len(samples):
+            raise HarnessError(f"{self.owner} returned {len(staged)} results for {len(samples)} images")
+        return staged
+
+    def finish(self, sample: Sample, key: str, staged: Any) -> tuple[np.ndarray, Any]:
+        """The method's ``cpu_stage`` on one image, checked, quantized and cached: ``(uint8 mask, box)``."""
+        with plugin_errors(self.owner, f"on image {sample.id!r}"):
+            output = self.method.cpu_stage(sample.without_labels(), staged)
+        pred = validate_prediction(output, sample, self.owner)
+        found = (quantize_mask(pred.mask), pred.box)
+        if self.method.cacheable:
+            self.cache.put(key, *found)
+        return found
+
+    def __call__(self, samples: list[Sample], stats: dict) -> list[tuple[str, np.ndarray, Any]]:
+        """``(key, uint8 mask, box)`` per sample, from the cache or the method (both stages here)."""
+        looked = self.lookup(samples)
+        missing = [j for j, (_, hit) in enumerate(looked) if hit is None]
         stats["n_cached"] += len(samples) - len(missing)
+        found = [hit for _, hit in looked]
         if missing:
             t0 = time.perf_counter()
-            if not self.ready:
-                with plugin_errors(self.owner, "while setting up"):
-                    self.method.setup(self.context)
-                self.ready = True
-            names = ", ".join(repr(samples[j].id) for j in missing)
-            with plugin_errors(self.owner, f"on image {names}"):
-                outputs = self.method.predict_batch([samples[j].without_labels() for j in missing])
-            if len(outputs) != len(missing):
-                raise HarnessError(f"{self.owner} returned {len(outputs)} masks for {len(missing)} images")
-            for j, output in zip(missing, outputs):
-                pred = validate_prediction(output, samples[j], self.owner)
-                found[j] = (quantize_mask(pred.mask), pred.box)
-                if cacheable:
-                    self.cache.put(keys[j], *found[j])
+            staged = self.device([samples[j] for j in missing])
+            for j, value in zip(missing, staged):
+                found[j] = self.finish(samples[j], looked[j][0], value)
             stats["n_computed"] += len(missing)
             stats["predict_s"] += time.perf_counter() - t0
-        return [(key, mask_u8, box) for key, (mask_u8, box) in zip(keys, found)]
+        return [(key, *hit) for (key, _), hit in zip(looked, found)]
 
 
 class PostStage:
-    """The post chain, through the post cache (keyed by the method's mask key and the chain)."""
+    """The post chain, through the post cache (keyed by the method's mask key and the chain).
+
+    Post-processors run on the CPU (in a pipelined run, in the worker processes): the
+    context they are set up with says ``device="cpu"``.
+    """
 
     def __init__(self, posts: list, context: RunContext, cache_root: Path):
         self.posts = posts
-        self.context = context
+        self.context = dataclasses.replace(context, device="cpu")
         self.chain = [post.identity() for post in posts]
         self.cache = MaskCache(cache_root, "post")
         self.ready = False
 
-    def __call__(self, sample: Sample, key: str, mask_u8: np.ndarray, box, stats: dict) -> tuple[np.ndarray, Any]:
+    def __call__(self, sample: Sample, key: str, mask_u8: np.ndarray, box, stats: dict | None = None
+                 ) -> tuple[np.ndarray, Any]:
         """The post-processed uint8 mask and its box (``None``: a post-processed mask defines its own)."""
         if not self.posts:
             return mask_u8, box
@@ -258,7 +289,8 @@ class PostStage:
                 mask = validate_prediction(output, sample, f"post-processor {post.name!r}").mask
             mask_u8 = quantize_mask(mask)
             self.cache.put(post_key, mask_u8)
-        stats["post_s"] += time.perf_counter() - t0
+        if stats is not None:
+            stats["post_s"] += time.perf_counter() - t0
         return mask_u8, None
 
 
@@ -268,7 +300,8 @@ def new_stats() -> dict[str, Any]:
 
 def final_masks(load, ids: list[str], batch_size: int, predict: PredictStage, post: PostStage,
                 stats: dict) -> Iterator[tuple[Sample, np.ndarray, Any]]:
-    """Yield ``(sample, uint8 mask, box)`` after the method and the post chain, batch by batch.
+    """Yield ``(sample, uint8 mask, box)`` after the method and the post chain, batch by batch,
+    in this process (the figures of ``harness report`` and pseudo-masks use it).
 
     ``load(id)`` gives the sample as the method and evaluators see it (the protocol's view).
     """
@@ -277,6 +310,66 @@ def final_masks(load, ids: list[str], batch_size: int, predict: PredictStage, po
         for sample, (key, mask_u8, box) in zip(samples, predict(samples, stats)):
             mask_u8, box = post(sample, key, mask_u8, box, stats)
             yield sample, mask_u8, box
+
+
+# ---- the per-image work of a run (a worker process's job in a pipelined run) --------------------
+
+@dataclass
+class ImageWork:
+    """One image on its way from the main process to the per-image stages.
+
+    Attributes
+    ----------
+    sample : Sample
+        With its labels (the evaluators need them; the method gets it without).
+    key : str
+        Its mask-cache key.
+    cached : tuple or None
+        ``(uint8 mask, box)`` from the mask cache, or ``None``: :attr:`staged` is to be finished.
+    staged : Any
+        What the method's ``device_stage`` returned for it.
+    """
+
+    sample: Sample
+    key: str
+    cached: tuple[np.ndarray, Any] | None = None
+    staged: Any = None
+
+
+@dataclass
+class ImageResult:
+    """What the per-image stages send back: every evaluator's record, the per-image row, and the
+    seconds each stage took (``predict_cpu``, ``post``, ``evaluate``)."""
+
+    records: list[Any]
+    row: dict[str, Any]
+    seconds: dict[str, float]
+
+
+class ImageStages:
+    """The method's per-image stage, the post chain and the evaluators, on one :class:`ImageWork`.
+
+    Called in the main process for ``--workers 0``, else in the worker processes (which inherit
+    it, forked); both give the same result for the same image.
+    """
+
+    def __init__(self, predict: PredictStage, post: PostStage, evaluate: "EvaluateStage"):
+        self.predict = predict
+        self.post = post
+        self.evaluate = evaluate
+
+    def __call__(self, work: ImageWork) -> ImageResult:
+        t0 = time.perf_counter()
+        if work.cached is None:
+            mask_u8, box = self.predict.finish(work.sample, work.key, work.staged)
+        else:
+            mask_u8, box = work.cached
+        t1 = time.perf_counter()
+        mask_u8, box = self.post(work.sample, work.key, mask_u8, box)
+        t2 = time.perf_counter()
+        records, row = self.evaluate.evaluate_one(work.sample, Prediction(mask_u8.astype(np.float32) / 255.0, box))
+        t3 = time.perf_counter()
+        return ImageResult(records, row, {"predict_cpu": t1 - t0, "post": t2 - t1, "evaluate": t3 - t2})
 
 
 # ---- evaluate --------------------------------------------------------------------------------
@@ -293,8 +386,21 @@ class EvaluateStage:
         self._allowed_metrics = [set(ev.metric_keys) | set(COMMON_METRICS) for ev in self.evaluators]
 
     def __call__(self, sample: Sample, prediction: Prediction) -> dict[str, Any]:
+        records, row = self.evaluate_one(sample, prediction)
+        self.add(records, row)
+        return row
+
+    def add(self, records: list[Any], row: dict[str, Any]) -> None:
+        """Keep one image's records and row (images must come in dataset order)."""
+        for kept, record in zip(self.records, records):
+            kept.append(record)
+        self.rows.append(row)
+
+    def evaluate_one(self, sample: Sample, prediction: Prediction) -> tuple[list[Any], dict[str, Any]]:
+        """Every evaluator on one image: ``(one record per evaluator, the per-image row)``; keeps nothing."""
         row: dict[str, Any] = {"id": sample.id}
-        for ev, records, allowed in zip(self.evaluators, self.records, self._allowed_rows):
+        records: list[Any] = []
+        for ev, allowed in zip(self.evaluators, self._allowed_rows):
             owner = f"evaluator {ev.name!r}"
             with plugin_errors(owner, f"on image {sample.id!r}"):
                 out = ev.process(sample, prediction)
@@ -308,8 +414,7 @@ class EvaluateStage:
                                   f"{sample.id!r} without declaring them; add them to its row_keys")
             records.append(record)
             row.update(values)
-        self.rows.append(row)
-        return row
+        return records, row
 
     def shard(self) -> tuple[list, list]:
         """What one process sends to rank 0: its rows and every evaluator's records."""

@@ -11,6 +11,7 @@ resumes where it stopped. :func:`reopen` rebuilds the runner of a finished run f
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -24,12 +25,14 @@ from typing import Any
 import numpy as np
 
 from harness import distributed
-from harness.api import Prediction, RunContext
+from harness.api import RunContext
 from harness.cache import default_cache_dir, stable_hash
 from harness.errors import HarnessError
 from harness.evaluators.protocol import DEFAULT_PROTOCOL, get_protocol
 from harness.pipeline import (  # noqa: F401  (plugin_errors and validate_prediction: public here too)
     EvaluateStage,
+    ImageStages,
+    ImageWork,
     PostStage,
     PredictStage,
     check_cache_identity,
@@ -40,12 +43,15 @@ from harness.pipeline import (  # noqa: F401  (plugin_errors and validate_predic
     validate_prediction,
     write_run,
 )
+from harness.loader import prefetch
 from harness.preflight import check_data
 from harness.options import SEED_LIMIT
 from harness.registry import Registry, get_registry
 from harness.results import environment_versions, git_sha, utc_now
 from harness.run_files import SCHEMA_VERSION
 from harness.storage import check_writable
+from harness.throughput import summarize
+from harness.workers import WorkerPool, available_cores, can_fork
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +84,8 @@ class RunSpec:
     progress: bool | None = None
     threads: int | None = None
     protocol: str = DEFAULT_PROTOCOL
+    #: Worker processes for the per-image stages (None: the cores available; 0: one process).
+    workers: int | None = None
 
 
 @dataclass
@@ -102,15 +110,31 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def set_threads(threads: int | None) -> None:
-    """Cap torch's CPU threads (one per process avoids oversubscription when processes share cores)."""
+def set_threads(threads: int | None) -> int | None:
+    """Cap torch's CPU threads (one per process avoids oversubscription when processes share
+    cores); returns the previous count (None: unchanged)."""
     if threads is None:
-        return
+        return None
     if threads < 1:
         raise HarnessError(f"--threads {threads}: give a positive number")
     import torch
 
+    previous = torch.get_num_threads()
     torch.set_num_threads(threads)
+    return previous
+
+
+def resolve_workers(workers: int | None, n_images: int, world: int = 1) -> int:
+    """``--workers``: None -> the cores available (shared by the processes of a torchrun run on
+    this machine); never more than the images; 0 where processes cannot be forked."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise HarnessError(f"--workers {workers!r}: give 0 (everything in one process) or a number of processes")
+    if workers is None:
+        if not can_fork():
+            return 0
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", world) or 1)
+        workers = max(1, available_cores() // max(local, 1))
+    return min(workers, n_images)
 
 
 def check_run_name(name: str) -> str:
@@ -262,7 +286,7 @@ class Runner:
         self.method.check_inputs(ids)
         self._check_labels()
         device = resolve_device(spec.device)
-        set_threads(spec.threads)
+        resolve_workers(spec.workers, len(ids))  # a bad value is refused before any work
         info = distributed.init(device)
         device = distributed.local_device(device, info)
         progress = spec.progress if info.is_main else False
@@ -279,13 +303,26 @@ class Runner:
         context = self.context(device, cache_root, spec.batch_size, progress is not False)
         predict, post = self._stages(context, cache_root)
         evaluate = EvaluateStage(self.evaluators)
-        stats = self._evaluate(ids[info.rank :: info.world], predict, post, evaluate, progress)
+        share = ids[info.rank :: info.world]
+        workers = resolve_workers(spec.workers, len(share), info.world)
+        # torch's threads in this process do not depend on --workers: a backbone's features
+        # change in the last bits with the thread count, and the workers must not change results
+        previous = set_threads(spec.threads)
+        try:
+            stats = self._evaluate(share, predict, post, evaluate, progress, workers)
+        finally:
+            if previous is not None:
+                set_threads(previous)
         if info.enabled:
             gathered = distributed.gather_to_main((evaluate.shard(), stats), info)
             if not info.is_main:
                 return RunResult(run_dir, {}, {})
             evaluate.merge([shard for shard, _ in gathered], len(ids))
-            stats = _sum_stats([shard_stats for _, shard_stats in gathered])
+            throughput = {**stats["throughput"], "rank": info.rank, "world": info.world}  # this rank's
+            stats = _sum_stats([{k: v for k, v in shard_stats.items() if k != "throughput"}
+                                for _, shard_stats in gathered])
+        else:
+            throughput = stats.pop("throughput")
         metrics = evaluate.aggregate()
         stats["total_s"] = round(time.perf_counter() - started, 3)
         results = {
@@ -302,6 +339,8 @@ class Runner:
             "git_sha": git_sha(),
             "counts": {"images": len(ids), **{k: v for k, v in stats.items() if k.startswith("n_")}},
             "timings": {k: v for k, v in stats.items() if k.endswith("_s")},
+            "throughput": throughput,
+            "workers": workers,
             "metrics": metrics,
             "spec": _spec_record(spec),
             "world_size": info.world,
@@ -310,22 +349,80 @@ class Runner:
         return RunResult(run_dir, metrics, results)
 
     def _evaluate(self, ids: list[str], predict: PredictStage, post: PostStage, evaluate: EvaluateStage,
-                  progress) -> dict[str, Any]:
-        """Predict, post-process and evaluate ``ids`` (this process's share), with a progress bar."""
+                  progress, workers: int) -> dict[str, Any]:
+        """Predict, post-process and evaluate ``ids`` (this process's share), with a progress bar.
+
+        Pipelined when ``workers`` > 0: loader threads decode images ahead; this process runs
+        the mask-cache lookups and the method's device stage on batches; ``workers`` forked
+        processes run the method's per-image stage, the post chain and the evaluators
+        (:class:`~harness.pipeline.ImageStages`), and the results come back in dataset order,
+        so the records, rows and metrics equal those of ``workers=0``, which runs the same
+        stages in this process, one image after another.
+        """
         from tqdm.auto import tqdm
 
         stats = new_stats()
+        busy: dict[str, float] = {stage: 0.0 for stage in
+                                  ("load_s", "predict_device_s", "predict_cpu_s", "post_s", "evaluate_s")}
+        stages = ImageStages(predict, post, evaluate)
+        loader_threads = min(2, workers)
+        batch = self.spec.batch_size
+        if workers and self.method.splits_stages():
+            predict.setup()  # the workers run its per-image stage with what setup made: fork after it
         bar = tqdm(total=len(ids), desc=f"{self.method.name} on {self.dataset.name}", unit="img",
                    disable=None if progress is None else not progress)
-        for sample, mask_u8, box in final_masks(self._load, ids, self.spec.batch_size, predict, post, stats):
-            t0 = time.perf_counter()
-            evaluate(sample, Prediction(mask_u8.astype(np.float32) / 255.0, box))
-            stats["eval_s"] += time.perf_counter() - t0
-            bar.update(1)
-        bar.close()
-        for key in ("predict_s", "post_s", "eval_s"):
-            stats[key] = round(stats[key], 3)
+        started = time.perf_counter()
+        pool = WorkerPool(stages, workers, max_in_flight=4 * workers + batch) if workers else None
+        samples = prefetch(self._load, ids, loader_threads, ahead=2 * batch + 2 * workers, busy=busy)
+        items = self._image_work(samples, predict, stats, busy)
+        try:
+            for result in (pool.map_ordered(items) if pool else map(stages, items)):
+                evaluate.add(result.records, result.row)
+                for stage, seconds in result.seconds.items():
+                    busy[f"{stage}_s"] += seconds
+                bar.update(1)
+            if pool:
+                pool.close()
+        except BaseException:
+            if pool:
+                pool.terminate()  # Ctrl-C or an error: no worker outlives the run
+            raise
+        finally:
+            items.close()
+            samples.close()
+            bar.close()
+        loop_s = time.perf_counter() - started
+        stats.update(
+            predict_s=round(busy["predict_device_s"] + busy["predict_cpu_s"], 3),
+            post_s=round(busy["post_s"], 3),
+            eval_s=round(busy["evaluate_s"], 3),
+            load_s=round(busy["load_s"], 3),
+            images_s=round(loop_s, 3),
+        )
+        stats["throughput"] = summarize(busy, loop_s, len(ids), workers, loader_threads)
         return stats
+
+    def _image_work(self, samples, predict: PredictStage, stats: dict, busy: dict):
+        """:class:`~harness.pipeline.ImageWork` per sample, in order: the mask cache's hit, or
+        what the method's device stage returned (run here, on batches of ``--batch-size``)."""
+        batch: list = []
+        for sample in itertools.chain(samples, [None]):
+            if sample is not None:
+                batch.append(sample)
+                if len(batch) < self.spec.batch_size:
+                    continue
+            if not batch:
+                break
+            t0 = time.perf_counter()
+            looked = predict.lookup(batch)
+            missing = [j for j, (_, hit) in enumerate(looked) if hit is None]
+            staged = dict(zip(missing, predict.device([batch[j] for j in missing]))) if missing else {}
+            busy["predict_device_s"] += time.perf_counter() - t0
+            stats["n_cached"] += len(batch) - len(missing)
+            stats["n_computed"] += len(missing)
+            for j, (sample_j, (key, hit)) in enumerate(zip(batch, looked)):
+                yield ImageWork(sample_j, key, hit, staged.get(j))
+            batch = []
 
     def _plugins(self) -> list:
         return [self.dataset, self.method, *self.posts, *self.evaluators] + (

@@ -71,10 +71,13 @@ raise SystemExit(main(sys.argv[1:]))
 
 @pytest.mark.parametrize("where, kill_after", [("after", 1), ("after", 13), ("during", 7)])
 def test_sigkill_at_a_point_in_the_work_then_resume(tmp_path, reference, where, kill_after):
+    """In one process (--workers 0), so that the point is exact; tests/test_pipelined_runner.py
+    kills a run with workers."""
     cache, out = tmp_path / "cache", tmp_path / "out"
     env = {**os.environ, "HARNESS_CACHE": str(cache), "OMP_NUM_THREADS": "1",
            "KILL_AFTER": str(kill_after), "KILL_WHERE": where}
-    killed = subprocess.run([sys.executable, "-c", _KILLED_AT_A_POINT, *RUN, "--out", str(out)], env=env,
+    killed = subprocess.run([sys.executable, "-c", _KILLED_AT_A_POINT, *RUN, "--workers", "0", "--out", str(out)],
+                            env=env,
                             capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not (out / "fixed" / "results.json").exists() and not (out / "fixed").exists()  # killed midway

@@ -49,12 +49,18 @@ interrupted run resumes where it stopped.
         parser.add_argument("--name", help="run directory name (default: derived from the config)")
         parser.add_argument("--cache-dir", type=Path, help="cache folder (default $HARNESS_CACHE or ~/.cache/harness)")
         parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+        parser.add_argument("--workers", type=int, metavar="N",
+                            help="worker processes for the per-image work (eigen solves, post chain, PNG and cache "
+                                 "writes, evaluation) while this process runs the network; 0: everything in one "
+                                 "process, one image after another (default: the cores available); results are "
+                                 "identical for every N")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def run(self, args: argparse.Namespace) -> int:
         from harness.options import parse_kv
         from harness.run_files import format_metrics_table
         from harness.runner import RunSpec, run
+        from harness.throughput import bottleneck_line
 
         spec = RunSpec(
             method=args.method,
@@ -78,6 +84,7 @@ interrupted run resumes where it stopped.
             progress=False if args.no_progress else None,
             threads=args.threads,
             protocol=args.protocol,
+            workers=args.workers,
         )
         result = run(spec)
         if not result.results:  # a non-zero rank under torchrun: rank 0 reports
@@ -89,4 +96,5 @@ interrupted run resumes where it stopped.
             print("no ground truth in this dataset: masks computed and cached, nothing scored")
         print(f"\n{counts['images']} images ({counts.get('n_cached', 0)} masks from the cache)")
         print(f"run directory: {result.run_dir}")
+        print(bottleneck_line(result.results["throughput"]))
         return 0
