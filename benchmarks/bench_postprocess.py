@@ -2,9 +2,11 @@
 
 Prints, from one process on the same images:
 - the ``gf`` plugin's CPU path (``GuidedFilter()(image, mask)``: uint8 image in, float32 mask
-  out) per image against ``cv2.ximgproc.guidedFilter`` on a ready float32 grey guide (and with
-  the guide's conversion counted), as a ratio, with 1 thread for OpenCV and torch (a pipelined
-  runner's worker processes) and with the default threads,
+  out) per image against ``cv2.ximgproc.guidedFilter`` on a ready float32 grey guide (ratio A)
+  and from the uint8 image with the guide's cv2 conversion counted (ratio B), with 1 thread for
+  OpenCV and torch (a pipelined runner's worker processes) and with the default threads, on a
+  binary and a soft uint8 mask / 255 (what the runner passes; the plugin's integer and float
+  paths) and on a float mask,
 - GF time per 400x300 image, ours (torch) against ``cv2.ximgproc.guidedFilter`` (ratio),
 - GF throughput for a batch of 8 images (per image) against 8 OpenCV calls,
 - the same on CUDA when a GPU is there,
@@ -102,24 +104,39 @@ def main() -> None:
     tg8 = torch.from_numpy(np.stack(guides))[:, None]
     tm8 = torch.from_numpy(np.stack(masks))[:, None]
 
+    from harness.cache import quantize_mask
     from harness.methods.guided_filter import GuidedFilter
 
     plugin_gf = GuidedFilter(radius=radius, eps=eps)
     image1 = pairs[0][0]
+    to_grey = np.full((1, 3), 1 / 765)  # ximgproc's float32 guide from the uint8 image, in cv2
+
+    def ximgproc_from_uint8(image, mask):
+        return cv2.ximgproc.guidedFilter(cv2.transform(image.astype(np.float32), to_grey), mask, radius, eps)
+
+    # what the runner passes: a method's uint8 mask / 255 (binary for thresholding methods, any
+    # k / 255 for soft ones), and a float mask (e.g. after another post-processor)
+    kinds = {
+        "binary k/255": quantize_mask(m1 > 0.5).astype(np.float32) / 255.0,
+        "soft k/255": quantize_mask(m1).astype(np.float32) / 255.0,
+        "float": m1,
+    }
     default_threads = (torch.get_num_threads(), cv2.getNumThreads())
-    print("\n'gf' plugin CPU path (uint8 image -> float32 mask) vs cv2.ximgproc.guidedFilter, one 400x300 image:")
+    print("\n'gf' plugin CPU path (uint8 image -> float32 mask) vs cv2.ximgproc.guidedFilter, one 400x300 image;"
+          "\n  ratio A: plugin / ximgproc on a ready float32 guide; ratio B: plugin / ximgproc with the guide's"
+          "\n  conversion from the uint8 image (astype + cv2.transform) counted (goal <= 1):")
     for label, threads in (("1 thread", (1, 1)), ("default threads", default_threads)):
         torch.set_num_threads(threads[0])
         cv2.setNumThreads(threads[1])
-        t = interleaved({
-            "opencv": lambda: cv2.ximgproc.guidedFilter(g1, m1, radius, eps),
-            "opencv+guide": lambda: cv2.ximgproc.guidedFilter(image_guide(image1), m1, radius, eps),
-            "plugin": lambda: plugin_gf(image1, m1),
-        }, max(args.repeats, 100))
-        print(f"  {label:15s} (torch {threads[0]}, OpenCV {threads[1]}): plugin {t['plugin'] * 1e3:6.3f} ms, "
-              f"ximgproc {t['opencv'] * 1e3:6.3f} ms (+guide {t['opencv+guide'] * 1e3:6.3f} ms)   "
-              f"ratio plugin/ximgproc = {t['plugin'] / t['opencv']:.2f} "
-              f"(vs ximgproc+guide {t['plugin'] / t['opencv+guide']:.2f})   (goal <= 1)")
+        for kind, mask in kinds.items():
+            t = interleaved({
+                "opencv": lambda: cv2.ximgproc.guidedFilter(g1, mask, radius, eps),
+                "opencv+guide": lambda: ximgproc_from_uint8(image1, mask),
+                "plugin": lambda: plugin_gf(image1, mask),
+            }, max(args.repeats, 100))
+            print(f"  {label:15s} (torch {threads[0]}, OpenCV {threads[1]}) {kind:12s}: plugin {t['plugin'] * 1e3:6.3f} ms, "
+                  f"ximgproc {t['opencv'] * 1e3:6.3f} ms (+guide {t['opencv+guide'] * 1e3:6.3f} ms)   "
+                  f"ratio A {t['plugin'] / t['opencv']:.2f}, B {t['plugin'] / t['opencv+guide']:.2f}")
     torch.set_num_threads(default_threads[0])
     cv2.setNumThreads(default_threads[1])
 

@@ -265,36 +265,122 @@ def _guided_filter_inplace(guide, p, radius, eps):
 
 _cpu = threading.local()
 
+_ONES_13 = np.ones((1, 3))
+_INT_LIMIT = 2**31 - 1
 
-def _cpu_buffers(height: int, width: int, radius: int) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-    """The reciprocal valid-pixel counts and seven float64 (H, W) buffers plus an (H, W, 3) one,
-    kept per thread for the last size (fresh pages would cost ~1 ms of a 400x300 call)."""
-    key = (height, width, radius)
-    kept = getattr(_cpu, "kept", None)
-    if kept is None or kept[0] != key:
-        def counts(n: int) -> np.ndarray:
+
+class _CpuBuffers:
+    """Per-thread scratch for :func:`guided_filter_cpu` at one (H, W, radius): fresh pages would
+    cost ~1 ms of a 400x300 call. Also the border strips where a normalised ``cv2.boxFilter``
+    (which always divides by ``(2r+1)^2``) needs the factor ``(2r+1)^2 / count``."""
+
+    def __init__(self, height: int, width: int, radius: int) -> None:
+        shape = (height, width)
+        self.key = (height, width, radius)
+        self.rgb = np.empty((height, width, 3), np.float32)
+        self.g32 = np.empty(shape, np.float32)  # the integer guide G (exact in float32)
+        self.g = np.empty(shape)  # G in float64
+        self.ints = [np.empty(shape, np.int32) for _ in range(4)]  # G, G^2, p, G p (binary p)
+        self.int_stack = np.empty((height, width, 4), np.int32)
+        self.floats = [np.empty(shape) for _ in range(3)]  # G^2, p, G p
+        self.float_stack = np.empty((height, width, 4))
+        self.means = np.empty((height, width, 4))
+        self.planes = [np.empty(shape) for _ in range(7)]
+        self.flags = np.empty(shape, np.uint8)
+        side = 2 * radius + 1
+
+        def factor(n: int) -> np.ndarray:
             i = np.arange(n)
-            return (np.minimum(i + radius, n - 1) - np.maximum(i - radius, 0) + 1).astype(np.float64)
+            return side / (np.minimum(i + radius, n - 1) - np.maximum(i - radius, 0) + 1)
 
-        inv_count = np.ascontiguousarray(1.0 / np.outer(counts(height), counts(width)))
-        kept = (key, inv_count, [np.empty((height, width)) for _ in range(7)], np.empty((height, width, 3)))
-        _cpu.kept = kept
-    return kept[1], kept[2], kept[3]
+        full = np.outer(factor(height), factor(width))
+        top, left = min(radius, height), min(radius, width)
+        bottom, right = max(height - radius, top), max(width - radius, left)
+        self.strips = []  # (rows, cols) views of the image where the count is below (2r+1)^2
+        for rows, cols in ((slice(0, top), slice(None)), (slice(bottom, height), slice(None)),
+                           (slice(top, bottom), slice(0, left)), (slice(top, bottom), slice(right, width))):
+            f = full[rows, cols]
+            if f.size:
+                self.strips.append((rows, cols, np.ascontiguousarray(f), np.ascontiguousarray(np.repeat(f[..., None], 4, 2))))
+        # the integer path's window sums of G^2 (<= 765^2 each) stay below 2^31, with a row's
+        # worth of margin for the running column sums
+        self.int_ok = (min(side, height) + 1) * min(side, width) * 765**2 <= _INT_LIMIT
+
+    def box_mean(self, src: np.ndarray, dst: np.ndarray, ddepth: int = -1) -> np.ndarray:
+        """``dst`` = window means of ``src`` over the pixels inside the image (any channels)."""
+        import cv2
+
+        side = 2 * self.key[2] + 1
+        cv2.boxFilter(src, ddepth, (side, side), dst=dst, normalize=True, borderType=cv2.BORDER_CONSTANT)
+        for rows, cols, factor, factor4 in self.strips:
+            view = dst[rows, cols]
+            cv2.multiply(view, factor4 if dst.ndim == 3 else factor, dst=view)
+        return dst
+
+
+def _cpu_buffers(height: int, width: int, radius: int) -> _CpuBuffers:
+    kept = getattr(_cpu, "kept", None)
+    if kept is None or kept.key != (height, width, radius):
+        kept = _cpu.kept = _CpuBuffers(height, width, radius)
+    return kept
+
+
+def _is_binary(mask: np.ndarray, flags: np.ndarray) -> bool:
+    """Every value is exactly 0 or 1 (a NaN or any other value is not)."""
+    import cv2
+
+    if mask.dtype not in (np.float32, np.float64) or mask.size <= 4:  # cv2 takes a 1x1 array for a scalar
+        return False
+    cv2.compare(mask, 1.0, cv2.CMP_EQ, dst=flags)
+    return cv2.countNonZero(flags) == cv2.countNonZero(mask)
+
+
+def _means_int(b: _CpuBuffers, mask: np.ndarray) -> None:
+    """Window means of (G, G^2, p, G p) for a 0/1 mask: exact int32 window sums (one 4-channel
+    box filter), then one rounding to float64 in the normalisation."""
+    import cv2
+
+    g, g2, p, gp = b.ints
+    cv2.multiply(b.g32, 1.0, dst=g, dtype=cv2.CV_32S)
+    cv2.multiply(g, g, dst=g2)
+    cv2.multiply(mask, 1.0, dst=p, dtype=cv2.CV_32S)
+    cv2.multiply(g, p, dst=gp)
+    cv2.merge(b.ints, dst=b.int_stack)
+    b.box_mean(b.int_stack, b.means, cv2.CV_64F)
+
+
+def _means_float(b: _CpuBuffers, mask: np.ndarray) -> None:
+    """Window means of (G, G^2, p, G p) in float64 (one 4-channel box filter). The sums of G and
+    G^2 are exact; so are those of p and G p when p's values are multiples of 2^-34 (a uint8
+    mask / 255 in float32 is one of 2^-31), because float64 sums of such numbers are."""
+    import cv2
+
+    g2, p, gp = b.floats
+    np.copyto(p, mask, casting="unsafe")
+    cv2.multiply(b.g, b.g, dst=g2)
+    cv2.multiply(b.g, p, dst=gp)
+    cv2.merge([b.g, g2, p, gp], dst=b.float_stack)
+    b.box_mean(b.float_stack, b.means)
 
 
 def guided_filter_cpu(image: np.ndarray, mask: np.ndarray, radius: int = 9, eps: float = 1e-3) -> np.ndarray:
     """:func:`guided_filter` of one mask with :func:`image_guide`'s grey guide, in float64 with
     OpenCV core functions (no torch, no ximgproc): the plugin's CPU path.
 
-    Window sums are ``cv2.boxFilter`` with zero borders and no normalisation, divided by the
-    count of in-image pixels, so borders and images smaller than the window follow the same
-    definition as :func:`box_mean`. The guide is computed exactly as :func:`image_guide` does
-    (integer channel sum, / 3, / 255). Agrees with the torch float64 path to ~1e-12.
+    The guide is kept as the integer ``G = R + G + B`` (``I = G / 765``; a grey image's own
+    values, ``I = G / 255``) and the filter is written on G's scale (``eps`` times the scale
+    squared), so every first-round product is an exact integer. The four first-round window
+    means (of G, G^2, p and G p) come from one 4-channel ``cv2.boxFilter``: with exact int32 sums
+    when the mask is binary (0/1; "the integer path"), in float64 otherwise. Means divide by
+    the count of in-image pixels (normalised box filter, border strips rescaled), so borders and
+    images smaller than the window follow :func:`box_mean`'s definition. Agrees with the torch
+    float64 path to ~1e-13.
 
     Parameters
     ----------
     image : np.ndarray
-        ``(H, W, 3)`` RGB, ``(H, W, 1)`` or ``(H, W)``, 0..255 (uint8).
+        ``(H, W, 3)`` RGB, ``(H, W, 1)`` or ``(H, W)``, 0..255 (uint8; other dtypes take the
+        float guide of :func:`image_guide` and the float path).
     mask : np.ndarray
         ``(H, W)`` soft mask.
     radius, eps : see :func:`guided_filter`.
@@ -308,32 +394,33 @@ def guided_filter_cpu(image: np.ndarray, mask: np.ndarray, radius: int = 9, eps:
     import cv2
 
     height, width = mask.shape
-    inv_count, (guide, p, mean_i, mean_p, mean_ip, mean_ii, tmp), rgb = _cpu_buffers(height, width, radius)
-    size = (2 * radius + 1, 2 * radius + 1)
-
-    def box_mean_(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-        cv2.boxFilter(src, -1, size, dst=dst, normalize=False, borderType=cv2.BORDER_CONSTANT)
-        return cv2.multiply(dst, inv_count, dst=dst)
-
-    if image.ndim == 3 and image.shape[2] == 3:
-        np.copyto(rgb, image, casting="unsafe")
-        cv2.transform(rgb, np.ones((1, 3)), dst=guide)  # r + g + b, exact for integers
-        np.divide(guide, 3.0, out=guide)  # as image_guide: mean, then / 255
+    b = _cpu_buffers(height, width, radius)
+    if image.dtype == np.uint8:
+        if image.ndim == 3 and image.shape[2] == 3:
+            np.copyto(b.rgb, image, casting="unsafe")
+            cv2.transform(b.rgb, _ONES_13, dst=b.g32)  # R + G + B, exact in float32
+            scale = 765.0
+        else:
+            np.copyto(b.g32, image.reshape(height, width), casting="unsafe")
+            scale = 255.0
+        np.copyto(b.g, b.g32)
+        integer = b.int_ok and _is_binary(mask, b.flags)
     else:
-        np.copyto(guide, image.reshape(height, width), casting="unsafe")
-    np.divide(guide, 255.0, out=guide)
-    np.copyto(p, mask, casting="unsafe")
-    box_mean_(guide, mean_i)
-    box_mean_(p, mean_p)
-    box_mean_(cv2.multiply(guide, p, dst=tmp), mean_ip)
-    box_mean_(cv2.multiply(guide, guide, dst=tmp), mean_ii)
-    var_eps = cv2.subtract(mean_ii, cv2.multiply(mean_i, mean_i, dst=tmp), dst=mean_ii)
-    np.add(var_eps, float(eps), out=var_eps)
-    a = cv2.subtract(mean_ip, cv2.multiply(mean_i, mean_p, dst=tmp), dst=mean_ip)
-    cv2.divide(a, var_eps, dst=a)  # cov(I, p) / (var(I) + eps)
-    b = cv2.subtract(mean_p, cv2.multiply(a, mean_i, dst=tmp), dst=mean_p)  # mean(p) - a mean(I)
-    mean_a, mean_b = box_mean_(a, mean_i), box_mean_(b, mean_ii)
-    return cv2.add(cv2.multiply(mean_a, guide, dst=tmp), mean_b, dst=tmp)
+        np.copyto(b.g, image_guide(image, np.float64))
+        scale, integer = 1.0, False
+    _cpu.path = "int" if integer else "float"
+    if integer:
+        _means_int(b, mask)
+    else:
+        _means_float(b, mask)
+    m_g, m_gg, m_p, m_gp, tmp, a, c = b.planes
+    cv2.split(b.means, [m_g, m_gg, m_p, m_gp])
+    cov = cv2.subtract(m_gp, cv2.multiply(m_g, m_p, dst=tmp), dst=m_gp)
+    var_eps = cv2.addWeighted(m_gg, 1.0, cv2.multiply(m_g, m_g, dst=tmp), -1.0, float(eps) * scale * scale, dst=m_gg)
+    cv2.divide(cov, var_eps, dst=a)  # the slope on G's scale: a_I / scale
+    cv2.subtract(m_p, cv2.multiply(a, m_g, dst=tmp), dst=c)  # b = mean(p) - a mean(G)
+    mean_a, mean_b = b.box_mean(a, m_gp), b.box_mean(c, m_gg)
+    return cv2.add(cv2.multiply(mean_a, b.g, dst=tmp), mean_b, dst=tmp)
 
 
 def image_guide(image: np.ndarray, dtype: Any = np.float32) -> np.ndarray:

@@ -302,3 +302,83 @@ def test_plugin_options_and_errors():
         post(np.zeros((5, 6, 3), np.uint8), np.zeros((6, 5), np.float32))
     with pytest.raises(HarnessError, match="eps"):
         GuidedFilter(eps=0)
+
+
+# ---- the CPU path's two routes: exact int32 window sums for binary masks, float64 otherwise ----
+def _cpu_path_taken() -> str:
+    from harness.methods import guided_filter as module
+
+    return module._cpu.path
+
+
+def test_cpu_integer_path_for_binary_masks_on_real_images(ecssd_root):
+    """A thresholded method's mask as the runner passes it (uint8 / 255, so exactly 0 or 1) takes
+    the int32 route; within CPU_PATH_ATOL of the torch float64 path, same uint8 masks."""
+    from harness.cache import quantize_mask
+
+    for stem in ECSSD_IDS:
+        image, _, soft = _ecssd(ecssd_root, stem)
+        binary = quantize_mask(soft > 0.5).astype(np.float32) / 255.0
+        ref = _torch_reference(image, binary, R, EPS)
+        out = guided_filter_cpu(image, binary, R, EPS).copy()
+        assert _cpu_path_taken() == "int", stem
+        np.testing.assert_allclose(out, ref, rtol=0, atol=CPU_PATH_ATOL, err_msg=stem)
+        plugin = GuidedFilter()(image, binary)
+        np.testing.assert_array_equal(quantize_mask(plugin), quantize_mask(np.clip(ref, 0, 1).astype(np.float32)))
+
+
+@pytest.mark.parametrize("kind", ["soft k/255", "float", "float64 k/255"])
+def test_cpu_float_path_for_other_masks(ecssd_root, kind):
+    """A soft uint8 mask / 255 (float32(k/255) is not k/255, so no small-integer sums) and a float
+    mask take the float64 route (exact sums for k/255 masks: multiples of 2^-31)."""
+    from harness.cache import quantize_mask
+
+    image, _, soft = _ecssd(ecssd_root, "0205")
+    mask = {"soft k/255": quantize_mask(soft).astype(np.float32) / 255.0, "float": soft,
+            "float64 k/255": quantize_mask(soft) / 255.0}[kind]
+    out = guided_filter_cpu(image, mask, R, EPS).copy()
+    assert _cpu_path_taken() == "float"
+    np.testing.assert_allclose(out, _torch_reference(image, mask, R, EPS), rtol=0, atol=CPU_PATH_ATOL)
+
+
+def test_cpu_paths_agree_on_the_same_binary_mask():
+    """Both routes' first-round window means on one binary mask (called directly) agree."""
+    rng = np.random.default_rng(21)
+    image = rng.integers(0, 256, (60, 70, 3), dtype=np.uint8)
+    binary = (rng.random((60, 70)) > 0.6).astype(np.float32)
+    via_int = guided_filter_cpu(image, binary, 4, 1e-3).copy()
+    assert _cpu_path_taken() == "int"
+    from harness.methods.guided_filter import _cpu_buffers, _means_float, _means_int
+
+    buffers = _cpu_buffers(60, 70, 4)
+    _means_int(buffers, binary)
+    int_means = buffers.means.copy()
+    _means_float(buffers, binary)
+    np.testing.assert_allclose(int_means, buffers.means, rtol=1e-15, atol=0)
+    np.testing.assert_allclose(via_int, _torch_reference(image, binary, 4, 1e-3), rtol=0, atol=CPU_PATH_ATOL)
+
+
+@pytest.mark.parametrize("r,path", [(29, "int"), (30, "float"), (60, "float")])
+def test_cpu_integer_path_overflow_guard(r, path):
+    """Window sums of G^2 (G = R + G + B <= 765) must fit int32: up to r = 29 (59^2 windows, with a
+    row of margin) on a white image, the worst case, they do; beyond, the float route is taken."""
+    image = np.full((140, 150, 3), 255, np.uint8)
+    image[::7, ::5] = 0  # some variance
+    rng = np.random.default_rng(r)
+    binary = (rng.random((140, 150)) > 0.5).astype(np.float32)
+    out = guided_filter_cpu(image, binary, r, 1e-3).copy()
+    assert _cpu_path_taken() == path
+    np.testing.assert_allclose(out, _torch_reference(image, binary, r, 1e-3), rtol=0, atol=CPU_PATH_ATOL)
+
+
+@pytest.mark.parametrize("shape,r", [((13, 17), 3), ((5, 3), 9), ((1, 12), 2), ((40, 1), 3), ((2, 3), 1), ((3, 4), 0)])
+def test_cpu_integer_path_on_small_images_and_grey_guides(shape, r):
+    """Borders, windows larger than the image, r = 0, and grey images (G = the channel, / 255).
+    Masks of 4 pixels or fewer take the float route (cv2 reads a 1x1 array as a scalar)."""
+    rng = np.random.default_rng(5 * sum(shape) + r)
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    binary = rng.integers(0, 2, shape).astype(np.float32)
+    for form, ref_image in ((image, image), (image[..., 1], image[..., 1]), (image[..., 1:2], image[..., 1])):
+        out = guided_filter_cpu(form, binary, r, 1e-2).copy()
+        assert _cpu_path_taken() == "int"
+        np.testing.assert_allclose(out, _torch_reference(ref_image, binary, r, 1e-2), rtol=0, atol=CPU_PATH_ATOL)
