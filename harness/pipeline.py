@@ -205,9 +205,16 @@ class PredictStage:
 
     def setup(self) -> None:
         if not self.ready:
+            t0 = time.perf_counter()
             with plugin_errors(self.owner, "while setting up"):
                 self.method.setup(self.context)
             self.ready = True
+            self.setup_s = time.perf_counter() - t0
+
+    def setup_seconds(self) -> float:
+        """Seconds spent setting the method up and loading its backbone (not per image)."""
+        features = self.context.features
+        return getattr(self, "setup_s", 0.0) + (features.stats.get("load_s", 0.0) if features is not None else 0.0)
 
     def lookup(self, samples: list[Sample]) -> list[tuple[str, tuple[np.ndarray, Any] | None]]:
         """``(key, (uint8 mask, box) or None)`` per sample: what the mask cache holds."""

@@ -51,7 +51,7 @@ from harness.results import environment_versions, git_sha, utc_now
 from harness.run_files import SCHEMA_VERSION
 from harness.storage import check_writable
 from harness.throughput import summarize
-from harness.workers import WorkerPool, available_cores, can_fork
+from harness.workers import DRAIN_S, WorkerPool, available_cores, can_fork
 
 log = logging.getLogger(__name__)
 
@@ -367,11 +367,12 @@ class Runner:
         stages = ImageStages(predict, post, evaluate)
         loader_threads = min(2, workers)
         batch = self.spec.batch_size
-        if workers and self.method.splits_stages():
-            predict.setup()  # the workers run its per-image stage with what setup made: fork after it
         bar = tqdm(total=len(ids), desc=f"{self.method.name} on {self.dataset.name}", unit="img",
                    disable=None if progress is None else not progress)
         started = time.perf_counter()
+        if workers and self.method.splits_stages():
+            predict.setup()  # the workers run its per-image stage with what setup made: fork after it
+            busy["predict_device_s"] += time.perf_counter() - started
         pool = WorkerPool(stages, workers, max_in_flight=4 * workers + batch) if workers else None
         samples = prefetch(self._load, ids, loader_threads, ahead=2 * batch + 2 * workers, busy=busy)
         items = self._image_work(samples, predict, stats, busy)
@@ -383,9 +384,13 @@ class Runner:
                 bar.update(1)
             if pool:
                 pool.close()
+        except KeyboardInterrupt:
+            if pool:  # the images the workers hold are kept if they finish at once; none outlives the run
+                pool.drain(DRAIN_S)
+            raise
         except BaseException:
             if pool:
-                pool.terminate()  # Ctrl-C or an error: no worker outlives the run
+                pool.terminate()  # an error: no worker outlives the run
             raise
         finally:
             items.close()
@@ -399,7 +404,8 @@ class Runner:
             load_s=round(busy["load_s"], 3),
             images_s=round(loop_s, 3),
         )
-        stats["throughput"] = summarize(busy, loop_s, len(ids), workers, loader_threads)
+        stats["setup_s"] = round(predict.setup_seconds(), 3)
+        stats["throughput"] = summarize(busy, loop_s, len(ids), workers, loader_threads, predict.setup_seconds())
         return stats
 
     def _image_work(self, samples, predict: PredictStage, stats: dict, busy: dict):

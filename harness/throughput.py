@@ -5,7 +5,8 @@ A stage runs in one place: ``load`` in the loader threads, ``predict_device`` (m
 lookups and the method's batched device stage) in the main process, and ``predict_cpu``,
 ``post`` and ``evaluate`` in the worker pool (in the main process with ``--workers 0``, where
 every stage shares one place). A place's utilisation is its stages' busy seconds over the
-run's image-loop seconds times its parallelism; the busiest place bounds the run.
+run's image-loop seconds (less the method's setup and the backbone's loading, when every
+stage waits) times its parallelism; the busiest place bounds the run.
 """
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ STAGES = {
 }
 
 
-def summarize(busy: dict[str, float], loop_s: float, n_images: int, workers: int, loader_threads: int
-              ) -> dict[str, Any]:
+def summarize(busy: dict[str, float], loop_s: float, n_images: int, workers: int, loader_threads: int,
+              setup_s: float = 0.0) -> dict[str, Any]:
     """The ``throughput`` record of a run.
 
     Parameters
@@ -36,6 +37,9 @@ def summarize(busy: dict[str, float], loop_s: float, n_images: int, workers: int
         Worker processes (0: the per-image stages ran in the main process).
     loader_threads : int
         Loader threads (0: images were loaded in the main process).
+    setup_s : float
+        Seconds of ``loop_s`` spent setting the method up and loading the backbone, during
+        which every stage waits: left out of the rates and utilisations, which are per image.
     """
     parallelism = {"loader": max(loader_threads, 1), "main": 1, "workers": max(workers, 1)}
 
@@ -45,8 +49,9 @@ def summarize(busy: dict[str, float], loop_s: float, n_images: int, workers: int
             return "main"
         return place
 
-    wall = max(loop_s, 1e-9)
-    stages = {stage: {"busy_s": round(busy.get(f"{stage}_s", 0.0), 3), "runs_in": place_of(stage)}
+    wall = max(loop_s - setup_s, 1e-9)
+    seconds = {**busy, "predict_device_s": max(busy.get("predict_device_s", 0.0) - setup_s, 0.0)}
+    stages = {stage: {"busy_s": round(seconds.get(f"{stage}_s", 0.0), 3), "runs_in": place_of(stage)}
               for stage in STAGES}
     places: dict[str, dict[str, Any]] = {}
     for stage, record in stages.items():
@@ -60,6 +65,7 @@ def summarize(busy: dict[str, float], loop_s: float, n_images: int, workers: int
     return {
         "images": n_images,
         "loop_s": round(loop_s, 3),
+        "setup_s": round(setup_s, 3),
         "images_per_s": round(n_images / wall, 3),
         "workers": workers,
         "loader_threads": loader_threads,

@@ -34,6 +34,9 @@ from harness.errors import HarnessError, PluginError
 POLL_S = 0.25
 #: Seconds a worker gets to exit after SIGTERM before it is killed.
 STOP_GRACE_S = 0.5
+#: Seconds an interrupted run waits for the workers to finish the images they hold (Ctrl-C
+#: stops every worker within a second).
+DRAIN_S = 0.4
 #: Seconds the workers get to start (a worker that hangs at start stops the run with an error).
 START_TIMEOUT_S = 60.0
 READY = -1
@@ -165,6 +168,7 @@ class WorkerPool:
             for proc in self._procs:
                 proc.start()
         self.closed = False
+        self._outstanding = 0  # tasks submitted whose result has not come back
         self._wait_ready()
 
     def _wait_ready(self) -> None:
@@ -204,18 +208,25 @@ class WorkerPool:
                     exhausted = True
                     break
                 self._tasks.put((index, payload))
+                self._outstanding += 1
                 pending.append(index)
                 index += 1
             if not pending:
                 return
             while pending[0] not in done:
                 self._collect(done)
-            yield done.pop(pending.popleft())
+            ok, value = done.pop(pending.popleft())
+            if not ok:  # raised in dataset order: the error a one-process run would have stopped at
+                _raise(value)
+            yield value
 
-    def _collect(self, done: dict[int, Any]) -> None:
+    def _collect(self, done: dict[int, Any], timeout: float | None = None) -> bool:
+        """Wait for one result (at most ``timeout`` seconds; None: until a worker dies)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
-                index, ok, value = self._results.get(timeout=POLL_S)
+                index, ok, value = self._results.get(timeout=POLL_S if deadline is None else
+                                                     max(0.0, min(POLL_S, deadline - time.monotonic())))
                 break
             except queue.Empty:
                 dead = [p for p in self._procs if not p.is_alive()]
@@ -223,9 +234,24 @@ class WorkerPool:
                     raise HarnessError(f"worker process {dead[0].name} stopped (exit status {dead[0].exitcode}); "
                                        f"a plugin may have crashed or run out of memory; run again with --workers 0 "
                                        f"to see its error")
-        if not ok:
-            _raise(value)
-        done[index] = value
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+        done[index] = (ok, value)
+        self._outstanding -= 1
+        return True
+
+    def drain(self, grace: float) -> None:
+        """Let the workers finish what they were given, for at most ``grace`` seconds (an
+        interrupted run keeps the cache entries they write), then stop them."""
+        deadline = time.monotonic() + grace
+        done: dict[int, Any] = {}
+        try:
+            while self._outstanding > 0 and time.monotonic() < deadline:
+                self._collect(done, deadline - time.monotonic())
+        except HarnessError:
+            pass
+        finally:
+            self.terminate()
 
     def close(self) -> None:
         """Let the workers finish and exit (after the last result was collected)."""

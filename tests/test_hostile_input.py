@@ -244,20 +244,23 @@ def test_backbone_nan_features_are_an_error_and_not_cached(tmp_path):
     assert not list(tmp_path.rglob("*.entry"))
 
 
-def test_cache_made_read_only_half_way_is_one_error_and_no_run(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_cache_made_read_only_half_way_is_one_error_and_no_run(tmp_path, capsys, monkeypatch, workers):
     import harness.cache as cache_module
 
-    real, calls = cache_module.atomic_write_bytes, []
+    real, calls = cache_module.atomic_write_bytes, tmp_path / "writes"  # a file: the workers share it
 
     def read_only_after_two(path, data):
-        calls.append(path)
-        if len(calls) > 2:
+        with open(calls, "a") as log:
+            log.write(f"{path}\n")
+        if len(calls.read_text().splitlines()) > 2:
             raise PermissionError(13, "Permission denied", str(path))
         return real(path, data)
 
     monkeypatch.setattr(cache_module, "atomic_write_bytes", read_only_after_two)
     fails(capsys, ["run", "--method", "center-prior", "--dataset", "synthetic", "--dataset-args", "count=4",
-                    "--out", str(tmp_path / "runs"), "--no-progress"], "cannot write cache entry", "--cache-dir")
+                   "--out", str(tmp_path / "runs"), "--no-progress", "--workers", workers],
+          "cannot write cache entry", "--cache-dir")
     assert not (tmp_path / "runs").exists()
 
 

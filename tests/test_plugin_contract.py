@@ -465,8 +465,9 @@ def test_the_runs_seed_reaches_tokencut_and_deep_spectral_and_keys_their_masks(t
     for module in (tokencut, deep_spectral):
         real = module.fiedler_vector
         monkeypatch.setattr(module, "fiedler_vector", lambda W, real=real, **k: seeds.append(k["seed"]) or real(W, **k))
+    # --workers 0: the eigen solve runs in this process, where the patched solver records its seed
     common = dict(dataset="synthetic", dataset_args={"count": 2, "height": 64, "width": 96}, backbone="effnet-lite0",
-                  out=tmp_path / "runs", cache_dir=tmp_path / "cache", progress=False)
+                  out=tmp_path / "runs", cache_dir=tmp_path / "cache", progress=False, workers=0)
     for method in ("tokencut", "deep-spectral"):
         seeds.clear()
         first = run(RunSpec(method=method, seed=7, **common))

@@ -105,15 +105,17 @@ def test_changing_the_post_chain_reuses_masks_but_an_option_does_not(registry, t
     assert CountingMethod.calls == 12
 
 
-def test_interrupted_run_resumes_without_recomputing(registry, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_interrupted_run_resumes_without_recomputing(registry, tmp_path, workers):
+    """With workers, the images already handed to them when Ctrl-C comes are finished and kept."""
     reference = run(_spec(tmp_path, cache_dir=tmp_path / "other-cache", out=tmp_path / "ref"), registry)
     CountingMethod.calls = 0
     CountingMethod.fail_after = 4
     with pytest.raises(KeyboardInterrupt):
-        run(_spec(tmp_path), registry)
+        run(_spec(tmp_path, workers=workers), registry)
     assert not any((tmp_path / "runs").glob("*/results.json"))  # nothing half-written
     CountingMethod.fail_after = None
-    resumed = run(_spec(tmp_path), registry)
+    resumed = run(_spec(tmp_path, workers=workers), registry)
     assert CountingMethod.calls == 6  # 4 before the interruption + the 2 missing ones
     assert resumed.results["counts"]["n_cached"] == 4
     assert resumed.metrics == reference.metrics

@@ -22,6 +22,7 @@ same way: ``context.features.grids([FeatureRequest(id, digest, preparation, make
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -80,7 +81,9 @@ class FeatureExtractor:
         self.cache = FeatureCache(cache_root) if cache_root is not None else None
         self.batch_size = max(1, int(batch_size))
         self.backbone_key = stable_hash(backbone.identity())
-        self.stats = {"computed": 0, "cached": 0}
+        #: grids computed and read from the cache; seconds spent loading the backbone
+        self.stats: dict[str, float] = {"computed": 0, "cached": 0, "load_s": 0.0}
+        self._loaded = False
 
     def key(self, request: FeatureRequest) -> str:
         return stable_hash([CACHE_FORMAT, self.backbone_key, request.preparation, request.image_id,
@@ -124,7 +127,11 @@ class FeatureExtractor:
         """``(B, C, h, w)`` features of same-size ``(H, W, 3)`` float inputs."""
         import torch
 
-        self.backbone.load(self.device)
+        if not self._loaded:  # timed apart: a run's throughput is over its images, not the weights' loading
+            t0 = time.perf_counter()
+            self.backbone.load(self.device)
+            self.stats["load_s"] += time.perf_counter() - t0
+            self._loaded = True
         batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
         batch = batch.to(self.device, dtype=torch.float32)
         with torch.no_grad():
