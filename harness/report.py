@@ -156,6 +156,18 @@ class RunRecord:
                 + preset_tag(self.config["method"]) + self.protocol_tag)
 
     @property
+    def teacher(self) -> str | None:
+        """For a method distilled from another run's masks (SelfMask trained with
+        ``--pseudo-masks RUN_DIR``): that run's method and post chain, ``+``-joined (e.g.
+        ``sempart-crop+gf``), as its cache token records them; else ``None`` (also for masks
+        from a folder or a JSON file, whose producer is not recorded)."""
+        token = self.config.get("method_token")
+        source = token.get("pseudo_masks") if isinstance(token, dict) else None
+        if not isinstance(source, dict) or source.get("kind") != "run" or not source.get("method"):
+            return None
+        return "+".join([str(source["method"]), *map(str, source.get("posts") or [])])
+
+    @property
     def row_label(self) -> str:
         """Method, backbone, post chain, and every non-default preset or protocol: two runs that
         differ in any of them are two rows, never one cell overwriting another."""
@@ -371,7 +383,11 @@ def read_reference(path: str | Path):
     """Published numbers: a CSV with columns method, dataset, metric, value and optional
     backbone and post (empty = none), preset (the non-default preset a row was measured
     under, empty = the harness defaults) and protocol (its name, empty = the default). Values
-    in the paper's units (fractions for saliency, percent for CorLoc)."""
+    in the paper's units (fractions for saliency, percent for CorLoc).
+
+    A CSV that also has ``table`` and ``row`` columns (a paper's tables, as the shipped ones:
+    :func:`harness.published.load_reference`) is shown as :func:`paper_reference_table`, where
+    an empty preset or protocol matches any."""
     import pandas as pd
 
     path = Path(path)
@@ -396,11 +412,14 @@ def read_reference(path: str | Path):
 
 
 def reference_table(runs: list[RunRecord], reference) -> str | None:
-    """Measured [95% CI] | published | difference, one row per reference line with a run."""
+    """Measured [95% CI] | published | difference, one row per reference line with a run (a
+    reference with ``table`` and ``row`` columns: :func:`paper_reference_table`)."""
     from tabulate import tabulate
 
     from harness.evaluators.protocol import PROTOCOL_NAME
 
+    if {"table", "row"} <= set(reference.columns):
+        return paper_reference_table(runs, reference)
     cells = latest_runs(runs)
     lines = []
     for ref in reference.itertuples(index=False):
@@ -424,7 +443,85 @@ def reference_table(runs: list[RunRecord], reference) -> str | None:
     if not lines:
         return None
     return tabulate(lines, headers=["Method", "Dataset", "Metric", "Measured [95% CI]", "Published", "Δ"],
-                    tablefmt="pipe")
+                    tablefmt="pipe", disable_numparse=True)  # else "+0.008" would lose its sign, "0.780" its 0
+
+
+def _measured(run: RunRecord, metric: str) -> tuple[float, str]:
+    """A run's value of ``metric`` and its text with the bootstrap interval, if any."""
+    value = run.metrics[metric]
+    digits = 1 if metric == "corloc" else 3
+    interval = run.interval(metric)
+    return value, f"{value:.{digits}f}" + (" " + format_interval(interval, digits=digits, estimate=False)
+                                           if interval else "")
+
+
+def _paper_match(run: RunRecord, ref) -> bool:
+    """Whether ``run`` measures the published row ``ref``: the same method (and, for a
+    distilled method, teacher and its post chain), post chain (aliases equal: ``bf`` is ``bs``)
+    and dataset, the metric reported, and the row's preset and protocol when it names them."""
+    from harness.evaluators.protocol import PROTOCOL_NAME
+    from harness.published import canonical_posts, canonical_teacher
+
+    teacher = str(getattr(ref, "teacher", "") or "")
+    preset, protocol = str(getattr(ref, "preset", "") or ""), str(getattr(ref, "protocol", "") or "")
+    return (run.method == ref.method and run.dataset == ref.dataset and ref.metric in run.metrics
+            and canonical_posts(run.post_chain) == canonical_posts(ref.post)
+            and (not teacher or canonical_teacher(run.teacher or "") == canonical_teacher(teacher))
+            and (not preset or run.preset_names == preset)
+            and (not protocol or run.protocol.get("name", PROTOCOL_NAME) == protocol))
+
+
+def paper_reference_table(runs: list[RunRecord], reference) -> str | None:
+    """A paper's published numbers, one section per table, each line the row as printed, the
+    run that measures it (its row label; every matching run gets a line; "–" for none), the
+    dataset and metric, measured [95% CI], published, the difference (measured - published,
+    in the paper's units) and footnote marks; the footnotes follow the tables.
+
+    A run matches a row by :func:`_paper_match`. Where some matching runs used the row's
+    published backbone (stated, or implied: :func:`harness.published.accepted_backbones`),
+    only those are listed; otherwise all of them, footnoted "measured with X, published with
+    Y". A run on fewer images than the dataset holds is footnoted too, and so are the
+    conventions of the code behind each number (:func:`harness.published.line_footnotes`)."""
+    from tabulate import tabulate
+
+    from harness.published import accepted_backbones, line_footnotes
+
+    shown = list(latest_runs(runs).values())
+    footnotes: dict[str, int] = {}
+
+    def marks(texts: list[str]) -> str:
+        return ", ".join(map(str, sorted(footnotes.setdefault(text, len(footnotes) + 1) for text in texts)))
+
+    def numbered(table: str) -> tuple:  # Table 2 before Table 10; within a table, the reference's order
+        return (not table.isdigit(), int(table) if table.isdigit() else 0, table)
+
+    tables: dict[str, list[list[str]]] = {}  # footnotes are numbered in reading order
+    for ref in sorted(reference.itertuples(index=False), key=lambda ref: numbered(str(ref.table))):
+        match = [r for r in shown if _paper_match(r, ref)]
+        names, _ = accepted_backbones(ref)
+        if names and any(r.backbone in names for r in match):
+            match = [r for r in match if r.backbone in names]
+        lines = tables.setdefault(str(ref.table), [])
+        digits = 1 if ref.metric == "corloc" else 3  # as the papers print them
+        published = f"{ref.value:.{digits}f}"
+        if not match:
+            lines.append([str(ref.row), MISSING, dataset_title(ref.dataset), ref.metric, MISSING, published,
+                          MISSING, marks(line_footnotes(ref))])
+        for run in sorted(match, key=lambda r: r.row_label.lower()):
+            value, measured = _measured(run, ref.metric)
+            lines.append([str(ref.row), run.row_label, dataset_title(ref.dataset), ref.metric, measured, published,
+                          f"{value - ref.value:+.{digits}f}", marks(line_footnotes(ref, run))])
+    if not tables:
+        return None
+    source = next(iter(reference["source"]), "") if "source" in reference.columns else ""
+    parts = [f"Published: {source}.", ""] if source else []
+    headers = ["Row (as printed)", "Measured run", "Dataset", "Metric", "Measured [95% CI]", "Published", "Δ",
+               "Notes"]
+    for table, lines in tables.items():
+        text = tabulate(lines, headers=headers, tablefmt="pipe", disable_numparse=True)
+        parts += [f"### Table {table}", "", text, ""]
+    parts += ["### Footnotes", ""] + [f"- [{number}] {text.rstrip('.')}." for text, number in footnotes.items()]
+    return "\n".join(parts)
 
 
 def _changed_options(run: RunRecord) -> str:

@@ -16,9 +16,10 @@ class ReportCommand(Command):
   harness report runs/ -o reports/table1.md             # write them, with figures in reports/table1_figures/
   harness report runs/ --layout post -o reports/post.md # one table: method x none / GF / BF
   harness report runs/ --reference published.csv        # published numbers beside the measured ones
+  harness report runs/ --reference two-tricks           # the Two Tricks paper's Tables 1-5 (shipped), with footnotes
   harness report runs/ -o r.md --figure-run ecssd-tokencut-effnet-lite0-1a2b3c4d   # rank grid images by this run
 
-published.csv columns: method,dataset,metric,value[,backbone,post], e.g.
+published.csv columns: method,dataset,metric,value[,backbone,post,preset,protocol], e.g.
   tokencut,ecssd,iou,0.712,dino-vits16,
   tokencut,ecssd,iou,0.772,dino-vits16,bs
 """
@@ -28,7 +29,9 @@ published.csv columns: method,dataset,metric,value[,backbone,post], e.g.
         parser.add_argument("-o", "--output", type=Path, help="markdown file to write (default: print)")
         parser.add_argument("--title", default="Results", help="the report's heading")
         parser.add_argument("--layout", default="all", choices=["all", "saliency", "corloc", "ablation", "post"])
-        parser.add_argument("--reference", type=Path, help="CSV of published numbers to show beside the measured ones")
+        parser.add_argument("--reference", metavar="NAME_OR_CSV",
+                            help="published numbers to show beside the measured ones: a shipped paper's "
+                                 "(two-tricks) or a CSV file")
         parser.add_argument("--no-intervals", action="store_true", help="omit the bootstrap intervals")
         parser.add_argument("--resamples", type=int, default=4000, help="bootstrap resamples (default 4000)")
         parser.add_argument("--seed", type=seed_type, default=0, help="bootstrap seed, 0 <= seed < 2**63 (default 0)")
@@ -41,13 +44,14 @@ published.csv columns: method,dataset,metric,value[,backbone,post], e.g.
 
     def run(self, args: argparse.Namespace) -> int:
         from harness.errors import HarnessError
-        from harness.report import find_runs, read_reference, render_report
+        from harness.published import resolve_reference
+        from harness.report import find_runs, render_report
         from harness.storage import atomic_write_text
 
         if args.resamples < 100:
             raise HarnessError(f"--resamples {args.resamples}: use at least 100 (a few thousand is usual)")
+        reference = resolve_reference(args.reference) if args.reference else None  # a bad name fails first
         runs = find_runs(args.paths, resamples=args.resamples, seed=args.seed)
-        reference = read_reference(args.reference) if args.reference else None
         figure_dir = args.figures
         if figure_dir is None and args.output is not None:
             figure_dir = args.output.with_name(args.output.stem + "_figures")
