@@ -15,10 +15,11 @@ from harness.cli.compare_cmd import CompareCommand
 from harness.cli.list_cmd import ListCommand
 from harness.cli.report_cmd import ReportCommand
 from harness.cli.run_cmd import RunCommand
+from harness.cli.suite_cmd import SuiteCommand
 from harness.cli.train_cmd import TrainCommand
 from harness.errors import HarnessError
 
-COMMANDS: list[type[Command]] = [ListCommand, RunCommand, TrainCommand, ReportCommand, CompareCommand]
+COMMANDS: list[type[Command]] = [ListCommand, RunCommand, TrainCommand, ReportCommand, CompareCommand, SuiteCommand]
 
 
 class _VersionAction(argparse.Action):
