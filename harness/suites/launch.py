@@ -22,7 +22,9 @@ Jobs that are not done are executed as ``harness.cli.main(job.argv)``, never bef
 depend on has succeeded. ``launch`` returns a status per job name: ``"done"`` (ran and
 succeeded), ``"skipped"`` (``done`` already), ``"failed"`` (non-zero exit status),
 ``"blocked"`` (something it depends on failed or was interrupted), ``"interrupted"`` (stopped
-by Ctrl-C; the launcher stops launching then). Re-running the same suite resumes: every job
+by Ctrl-C; the launcher stops launching then). A launcher that returns before its jobs finish
+(Slurm without waiting) reports ``"submitted"``, ``"pending"`` or ``"running"``; a status that
+starts with ``"failed"`` may carry the reason (``"failed: ..."``). Re-running the same suite resumes: every job
 writes its output atomically and ``harness train ... --resume`` continues an interrupted
 training.
 
@@ -118,4 +120,4 @@ def get_launcher(name: str, **options):
     """The launcher ``name`` built with ``options`` (gpus_per_job, partition, timeout_min: None = not given)."""
     if name not in LAUNCHERS:
         raise HarnessError(f"--launcher {name!r}: choose one of {', '.join(LAUNCHERS)}")
-    return LAUNCHERS[name]()(**options)
+    return LAUNCHERS[name]()(**{key: value for key, value in options.items() if value is not None})

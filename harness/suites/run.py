@@ -23,7 +23,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError, name_some
 from harness.suites.launch import get_launcher
-from harness.suites.plan import LAST, Job, Plan, check_stale, mark_done, read_stamp, write_stamp
+from harness.suites.plan import LAST, Job, Plan, check_stale, read_stamp, write_stamp
 
 
 def select(plan: Plan, only: list[str] | None) -> list[Job]:
@@ -180,8 +180,14 @@ def run_suite(plan: Plan, *, only: list[str] | None = None, dry_run: bool = Fals
     if any(status == "interrupted" for status in statuses.values()):
         say(f"suite {plan.suite.name}: interrupted; run the same command again to resume (finished jobs are kept)")
         return 130
-    failed = [name for name, status in statuses.items() if status in ("failed", "blocked", "not run")]
-    mark_done(plan.jobs)
+    failed = [name for name, status in statuses.items()
+              if status.startswith("failed") or status in ("blocked", "not run")]
+    waiting = [name for name, status in statuses.items() if status in ("submitted", "pending", "running")]
+    if waiting:
+        say(f"suite {plan.suite.name}: {len(waiting)} jobs submitted or still running"
+            + (f", {len(failed)} failed ({name_some(failed, 8)})" if failed else "")
+            + "; run the same command again once they have finished: it writes the report")
+        return 1 if failed else 0
     if plan.runs_dir.is_dir() and any(plan.runs_dir.glob("*/results.json")):
         if _report_current(plan) and not any(s == "done" for s in statuses.values()):
             say(f"report {plan.report_path} is up to date")

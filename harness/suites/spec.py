@@ -16,7 +16,8 @@ supplies (another method's saved masks, a weights file) are named ``[inputs.NAME
 as ``${input.NAME}`` inside a string value (``method_args = { dir = "${input.move}" }``,
 ``weights = "${input.ibot}"``); ``${dataset}`` in a string value is the job's dataset (for
 ``datasets = [...]`` expansions: ``subdir = "${dataset}"``). ``[defaults]`` holds keys applied to every job of a kind that
-does not set them (``[defaults.run]``, ``[defaults.train]``, ``[defaults.distil]``);
+does not set them (``[defaults.run]``, ``[defaults.train]``, ``[defaults.distil]``; a job's key
+replaces the default's whole value, tables included);
 ``[suite]`` a ``description`` and the ``reference`` (published numbers) of the report, and
 ``[report]`` the report's ``title``, ``resamples`` and ``intervals``.
 
@@ -210,8 +211,12 @@ def parse_suite(data: dict[str, Any], path: Path) -> SuiteSpec:
             for key in _REQUIRED[kind]:
                 if key not in values:
                     raise HarnessError(f"{path}: {where}: missing key {key!r}")
-            if kind == "run":
-                if ("dataset" in values) == ("datasets" in entry):
+            if kind == "run":  # a job's dataset or datasets replaces the default's
+                if "datasets" in entry and "dataset" not in entry:
+                    values.pop("dataset", None)
+                elif "dataset" in entry and "datasets" not in entry:
+                    values.pop("datasets", None)
+                if ("dataset" in values) == ("datasets" in values):
                     raise HarnessError(f"{path}: {where}: give either dataset = \"NAME\" or datasets = [...], "
                                        f"not {'both' if 'dataset' in values else 'neither'}")
                 if isinstance(values.get("post"), str):
@@ -226,9 +231,9 @@ def parse_suite(data: dict[str, Any], path: Path) -> SuiteSpec:
                     raise HarnessError(f"{path}: {where}: job name {name!r} must start with a letter or digit and "
                                        f"hold only letters, digits, '.', '_', '+' and '-' (at most 150)")
                 if name in seen:
-                    raise HarnessError(f"{path}: job name {name!r} is used twice ({seen[name]} and {where}); "
+                    raise HarnessError(f"{path}: job name {name!r} is used twice ({seen[name]} and [[{kind}]] #{i}); "
                                        f"give each job its own name")
-                seen[name] = where
+                seen[name] = f"[[{kind}]] #{i}"
                 job_values = {**job_values, "name": name}
                 suite.jobs.append(JobSpec(kind, name, job_values, where))
     if not suite.jobs:
