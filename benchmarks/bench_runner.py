@@ -39,7 +39,7 @@ def spec_for(post: str, args, tmp: Path, workers: int, tag: str):
     return RunSpec(method="tokencut", dataset="ecssd", posts=[post], data_root=str(args.data_root),
                    backbone=args.backbone, weights=args.weights, limit=args.limit, device=args.device,
                    batch_size=args.batch_size, out=tmp / tag / "runs", cache_dir=tmp / tag / "cache",
-                   progress=False, workers=workers)
+                   progress=False, workers=workers, threads=args.threads)
 
 
 def gpu_timer(runner):
@@ -87,7 +87,10 @@ def standalone(post: str, args, tmp: Path, workers: int) -> dict[str, float]:
     from harness.runner import Runner
     from harness.workers import WorkerPool
 
+    from harness.runner import set_threads
+
     runner = Runner(spec_for(post, args, tmp, workers, f"alone-{post}"))
+    set_threads(args.threads)
     ids = runner.dataset.ids()[: args.limit]
     data = check_data(runner.dataset, ids, False)
     runner.data_digest = data.digest
@@ -137,6 +140,7 @@ def main() -> None:
     parser.add_argument("--backbone", default="effnet-lite0")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--threads", type=int, help="torch threads in the main process (default: the runner's)")
     args = parser.parse_args()
     if not (args.data_root / "images").is_dir():
         raise SystemExit(f"no ECSSD images under {args.data_root}; pass --data-root")

@@ -124,6 +124,14 @@ def set_threads(threads: int | None) -> int | None:
     return previous
 
 
+def default_threads() -> int:
+    """torch's CPU threads in a run's main process when ``--threads`` is not given: a quarter of
+    the cores, at least one. The worker processes take the other cores; the same number is used
+    with ``--workers 0``, so that the backbone's features (which change in their last bits with
+    the thread count) are the same whatever ``--workers`` is."""
+    return max(1, available_cores() // 4)
+
+
 def resolve_workers(workers: int | None, n_images: int, world: int = 1) -> int:
     """``--workers``: None -> the cores available (shared by the processes of a torchrun run on
     this machine); never more than the images; 0 where processes cannot be forked."""
@@ -305,9 +313,9 @@ class Runner:
         evaluate = EvaluateStage(self.evaluators)
         share = ids[info.rank :: info.world]
         workers = resolve_workers(spec.workers, len(share), info.world)
-        # torch's threads in this process do not depend on --workers: a backbone's features
-        # change in the last bits with the thread count, and the workers must not change results
-        previous = set_threads(spec.threads)
+        # torch's threads in this process never depend on --workers: a backbone's features change
+        # in their last bits with the thread count, and the workers must not change results
+        previous = set_threads(spec.threads if spec.threads is not None else default_threads())
         try:
             stats = self._evaluate(share, predict, post, evaluate, progress, workers)
         finally:

@@ -32,6 +32,8 @@ from harness.errors import HarnessError, PluginError
 
 #: Seconds between a waiting worker's checks that its parent is still alive.
 POLL_S = 0.25
+#: How much lower the workers' scheduling priority is than the main process's.
+WORKER_NICENESS = 5
 #: Seconds a worker gets to exit after SIGTERM before it is killed.
 STOP_GRACE_S = 0.5
 #: Seconds an interrupted run waits for the workers to finish the images they hold (Ctrl-C
@@ -100,6 +102,10 @@ def _worker_main(work: Callable[[Any], Any], tasks, results, parent: int) -> Non
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent()
     limit_threads(1)
+    try:  # the main process's device stage bounds most runs: it wins the cores when they are short
+        os.nice(WORKER_NICENESS)
+    except (AttributeError, OSError):
+        pass
     results.put((READY, True, os.getpid()))
     while True:
         try:

@@ -48,7 +48,7 @@ interrupted run resumes where it stopped.
         parser.add_argument("--out", type=Path, default=Path("runs"), help="parent of run directories")
         parser.add_argument("--name", help="run directory name (default: derived from the config)")
         parser.add_argument("--cache-dir", type=Path, help="cache folder (default $HARNESS_CACHE or ~/.cache/harness)")
-        parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+        parser.add_argument("--threads", type=int, help="CPU threads for torch in the main process (default: a quarter of the cores, at least one, whatever --workers is)")
         parser.add_argument("--workers", type=int, metavar="N",
                             help="worker processes for the per-image work (eigen solves, post chain, PNG and cache "
                                  "writes, evaluation) while this process runs the network; 0: everything in one "
