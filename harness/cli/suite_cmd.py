@@ -31,10 +31,13 @@ done; an interrupted call resumes.
 """
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from harness.cli import _HelpFormatter  # loaded: build_parser calls this
+
         sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
         for action, text in (("plan", "print every job in order: its command, dependencies and state"),
                              ("run", "run what is not done, in dependency order, then write the report")):
-            child = sub.add_parser(action, help=text, description=text)
+            child = sub.add_parser(action, help=text, description=text, epilog=self.examples,
+                                   formatter_class=_HelpFormatter)
             child.add_argument("suite", metavar="FILE|NAME", help="a suite .toml file or a built-in suite's name")
             child.add_argument("--out", type=Path, help="the suite's output folder (default suites/<suite name>)")
             child.add_argument("--input", action="append", type=_input, default=[], metavar="NAME=PATH",
