@@ -446,3 +446,45 @@ def test_smoke_suite_runs_offline_resumes_and_reports_every_layout(shared_data, 
     again = capsys.readouterr().out
     assert "running" not in again and "all 23 jobs are done, nothing to run" in again
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == mtimes
+
+
+DISTIL = f"""
+[[run]]
+name = "teacher"
+method = "center-prior"
+dataset = "synthetic"
+{SYNTH}
+method_args = {{ sigma = 0.25 }}
+device = "cpu"
+workers = 0
+
+[[distil]]
+name = "student"
+teacher = "teacher"
+backbone = "effnet-lite0"
+backbone_args = {{ stride = 8 }}
+method_args = {{ image_size = 32, decoder_dim = 32, heads = 2, decoder_layers = 2 }}
+epochs = 1
+batch_size = 2
+lr = 1e-4
+device = "cpu"
+"""
+
+
+@pytest.mark.slow
+def test_a_distillation_is_not_resumed_on_a_teachers_new_masks(tmp_path, capsys):
+    suite = _write(tmp_path, DISTIL)
+    out = tmp_path / "out"
+    assert main(["suite", "run", str(suite), "--out", str(out)]) == 0
+    capsys.readouterr()
+    plan = make_plan(load_suite(str(suite)), out)
+    student = build_parser().parse_args(plan.job("student").argv)
+    assert (student.method, student.dataset, student.dataset_args, student.pseudo_masks) == (
+        "selfmask", "synthetic", "count=4,height=40,width=56", str(out / "runs" / "teacher"))
+    assert trained_epochs(out / "train" / "student") == 1 and all(job.done for job in plan.jobs)
+    _write(tmp_path, DISTIL.replace("sigma = 0.25", "sigma = 0.3"))  # the teacher's masks change
+    line = _error(capsys, ["suite", "run", str(suite), "--out", str(out)])
+    assert f"job 'student': {out / 'train' / 'student'} was trained on the masks of 'teacher', which will be made " \
+           f"again" in line
+    assert json.loads((out / "runs" / "teacher" / "results.json").read_text())["config"]["method"]["config"] == {
+        "sigma": 0.25}  # nothing ran
