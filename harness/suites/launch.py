@@ -34,7 +34,9 @@ a Slurm job through submitit), imported on first use.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import sys
 import time
 from pathlib import Path
@@ -49,7 +51,8 @@ FAILED = ("failed", "blocked", "interrupted", "not run")
 class LocalLauncher:
     """Runs the jobs one after another in this process (``harness.cli.main(job.argv)``).
 
-    Prints one progress line per job. A job that fails leaves the jobs that depend on it
+    Prints a line when a job starts and one when it ends (its own output goes to
+    ``<suite out>/logs/<job>.log``). A job that fails leaves the jobs that depend on it
     blocked and the others running; Ctrl-C (or a job interrupted) stops the suite, and the same
     command resumes it.
     """
@@ -86,12 +89,18 @@ class LocalLauncher:
                 continue
             self._say(f"{tag} {job.kind:<6} {job.name}: running")
             started = time.perf_counter()
+            output = io.StringIO()
             try:
-                code = main(list(job.argv))
+                with contextlib.redirect_stdout(output):  # the job's tables go to its log: one line per job here
+                    code = main(list(job.argv))
             except KeyboardInterrupt:
                 code = 130
             except SystemExit as exc:  # argparse's usage error: a bug in the plan, reported as a failure
                 code = exc.code if isinstance(exc.code, int) else 2
+            log = _write_log(suite_out, job.name, output.getvalue())
+            if code == 0:
+                self._say(f"{tag} {job.kind:<6} {job.name}: done in {time.perf_counter() - started:.1f} s "
+                          f"(output: {log})")
             if code == 130:
                 statuses[job.name] = "interrupted"
                 for later in jobs[i:]:
@@ -102,6 +111,16 @@ class LocalLauncher:
                 self._say(f"{tag} {job.kind:<6} {job.name}: FAILED (exit status {code}, "
                           f"after {time.perf_counter() - started:.1f} s)")
         return statuses
+
+
+def _write_log(suite_out: Path, name: str, text: str) -> Path:
+    """A job's standard output, kept under ``<suite out>/logs/<job>.log``."""
+    from harness.storage import atomic_write_text
+
+    path = Path(suite_out) / "logs" / f"{name}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
+    return path
 
 
 def _slurm():
