@@ -3,15 +3,16 @@
 Prints, from one process, for TokenCut + gf and TokenCut + bs on the ECSSD sample (every image
 of ``--data-root``; a cold cache for every measurement):
 
-1. images per second of ``harness run --workers N`` (default: the cores) and of
+1. images per second of ``harness run --workers N`` (default: the runner's, the cores less the
+   main process's torch threads) and of
    ``--workers 0`` (one process, one image after another), and their ratio (target: >= 1.6
    on 2 cores);
 2. each stage's standalone throughput, run alone with the resources it has in the pipeline:
    ``load`` (the loader threads decoding the images), ``device`` (mask-cache lookups and the
    method's batched device stage in this process: the backbone's features), and ``per-image``
    (the method's per-image stage, the post chain and the evaluators in the worker pool, fed
-   with device-stage outputs computed beforehand); then the pipelined runner's throughput as a
-   share of the slowest stage's (target: >= 80 %).
+   with device-stage outputs computed beforehand; the device stage is the faster of two rounds);
+   then the pipelined runner's throughput as a share of the slowest stage's (target: >= 80 %).
 
 Rates are over the images, after the method's setup and the backbone's loading (which every
 mode pays once per run, and which ``results.json`` records as ``setup_s``). With a GPU
@@ -81,16 +82,17 @@ def full_run(post: str, args, tmp: Path, workers: int, tag: str) -> dict:
 
 def standalone(post: str, args, tmp: Path, workers: int) -> dict[str, float]:
     """Images per second of each stage alone, with the threads or processes it has in the pipeline."""
+    from harness.cache import FeatureCache
     from harness.loader import prefetch
     from harness.pipeline import EvaluateStage, ImageStages, ImageWork
     from harness.preflight import check_data
     from harness.runner import Runner
     from harness.workers import WorkerPool
 
-    from harness.runner import set_threads
+    from harness.runner import default_threads, set_threads
 
     runner = Runner(spec_for(post, args, tmp, workers, f"alone-{post}"))
-    set_threads(args.threads)
+    previous = set_threads(args.threads or default_threads())  # the device stage's threads in a run
     ids = runner.dataset.ids()[: args.limit]
     data = check_data(runner.dataset, ids, False)
     runner.data_digest = data.digest
@@ -107,14 +109,18 @@ def standalone(post: str, args, tmp: Path, workers: int) -> dict[str, float]:
 
     predict.setup()
     runner.backbone.load(args.device)  # the weights' loading is setup, not a stage's work
-    work = []
-    t0 = time.perf_counter()
-    for start in range(0, len(samples), args.batch_size):
-        batch = samples[start : start + args.batch_size]
-        looked = predict.lookup(batch)
-        for sample, (key, _), staged in zip(batch, looked, predict.device(batch)):
-            work.append(ImageWork(sample, key, None, staged))
-    rates["device"] = len(ids) / (time.perf_counter() - t0)
+    best = 0.0
+    for round_ in range(2):  # the faster of two rounds (the second from a fresh feature cache too)
+        context.features.cache = FeatureCache(cache_root / f"features-{round_}")
+        work = []
+        t0 = time.perf_counter()
+        for start in range(0, len(samples), args.batch_size):
+            batch = samples[start : start + args.batch_size]
+            looked = predict.lookup(batch)
+            for sample, (key, _), staged in zip(batch, looked, predict.device(batch)):
+                work.append(ImageWork(sample, key, None, staged))
+        best = max(best, len(ids) / (time.perf_counter() - t0))
+    rates["device"] = best
 
     stages = ImageStages(predict, post_stage, evaluate)
     pool = WorkerPool(stages, workers, max_in_flight=4 * workers + args.batch_size) if workers else None
@@ -126,6 +132,7 @@ def standalone(post: str, args, tmp: Path, workers: int) -> dict[str, float]:
         if pool:
             pool.close()
     rates["per-image"] = len(ids) / (time.perf_counter() - t0)
+    set_threads(previous)
     return rates
 
 
@@ -135,13 +142,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", type=Path, default=DEFAULT_ECSSD)
     parser.add_argument("--limit", type=int, help="only the first N images (default: all)")
-    parser.add_argument("--workers", type=int, default=available_cores())
+    parser.add_argument("--workers", type=int, help="worker processes (default: the runner's)")
     parser.add_argument("--posts", default="gf,bs", help="comma-separated post-processors, one measurement each")
     parser.add_argument("--backbone", default="effnet-lite0")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--threads", type=int, help="torch threads in the main process (default: the runner's)")
     args = parser.parse_args()
+    if args.workers is None:
+        from harness.runner import resolve_workers
+
+        args.workers = resolve_workers(None, 10**9, threads=args.threads)
     if not (args.data_root / "images").is_dir():
         raise SystemExit(f"no ECSSD images under {args.data_root}; pass --data-root")
 

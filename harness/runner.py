@@ -124,24 +124,30 @@ def set_threads(threads: int | None) -> int | None:
     return previous
 
 
-def default_threads() -> int:
+def cores_per_process(world: int = 1) -> int:
+    """The cores this process may use: its affinity mask, shared with the other processes of a
+    torchrun run on this machine (``LOCAL_WORLD_SIZE``)."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world) or 1)
+    return max(1, available_cores() // max(local, 1))
+
+
+def default_threads(world: int = 1) -> int:
     """torch's CPU threads in a run's main process when ``--threads`` is not given: a quarter of
-    the cores, at least one. The worker processes take the other cores; the same number is used
-    with ``--workers 0``, so that the backbone's features (which change in their last bits with
-    the thread count) are the same whatever ``--workers`` is."""
-    return max(1, available_cores() // 4)
+    its cores, at least one, with ``--workers 0`` as with workers, so that the backbone's
+    features (which change in their last bits with the thread count) never depend on ``--workers``."""
+    return max(1, cores_per_process(world) // 4)
 
 
-def resolve_workers(workers: int | None, n_images: int, world: int = 1) -> int:
-    """``--workers``: None -> the cores available (shared by the processes of a torchrun run on
-    this machine); never more than the images; 0 where processes cannot be forked."""
+def resolve_workers(workers: int | None, n_images: int, world: int = 1, threads: int | None = None) -> int:
+    """``--workers``: None -> the cores left to workers (this process's cores less its torch
+    ``threads``, at least one); never more than the images; 0 where processes cannot be forked."""
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
         raise HarnessError(f"--workers {workers!r}: give 0 (everything in one process) or a number of processes")
     if workers is None:
         if not can_fork():
             return 0
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", world) or 1)
-        workers = max(1, available_cores() // max(local, 1))
+        used = threads if threads is not None else default_threads(world)
+        workers = max(1, cores_per_process(world) - used)
     return min(workers, n_images)
 
 
@@ -312,10 +318,11 @@ class Runner:
         predict, post = self._stages(context, cache_root)
         evaluate = EvaluateStage(self.evaluators)
         share = ids[info.rank :: info.world]
-        workers = resolve_workers(spec.workers, len(share), info.world)
         # torch's threads in this process never depend on --workers: a backbone's features change
         # in their last bits with the thread count, and the workers must not change results
-        previous = set_threads(spec.threads if spec.threads is not None else default_threads())
+        threads = spec.threads if spec.threads is not None else default_threads(info.world)
+        workers = resolve_workers(spec.workers, len(share), info.world, threads)
+        previous = set_threads(threads)
         try:
             stats = self._evaluate(share, predict, post, evaluate, progress, workers)
         finally:

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness import PatchFeatureMethod
 from harness.api import Method, Option, PostProcessor
+from harness.boxes import mask_box
 from harness.errors import HarnessError, PluginError
 from harness.hookspecs import hookimpl
 from harness.registry import Registry
@@ -375,3 +377,45 @@ def test_kill_9_of_the_run_leaves_no_worker_and_the_run_resumes(tmp_path, slow_r
     stdout, metrics, rows = _finish(tmp_path, cache, out)
     assert f"({kept} masks from the cache)" in stdout and kept >= 10
     assert (metrics, rows) == slow_reference
+
+
+# ---- a third-party spectral method on the public API gets the pipeline without writing for it ----
+
+class FiedlerSplit(PatchFeatureMethod):
+    """Foreground = the positive side of the graph's second eigenvector (a tiny spectral method),
+    written against ``harness.PatchFeatureMethod`` only: it implements ``segment`` and nothing else."""
+
+    name = "fiedler-split"
+    description = "test method: sign of the Fiedler vector of the cosine-affinity graph"
+    default_backbone = "effnet-lite0"
+    options = (Option("log", "", "a file each segment() call appends its process id to"),)
+
+    def segment(self, features, geometry, sample):
+        import os
+
+        if self.config["log"]:
+            with open(self.config["log"], "a") as log:
+                log.write(f"{os.getpid()}\n")
+        unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+        affinity = np.clip(unit @ unit.T, 0, None)
+        degree = affinity.sum(1)
+        laplacian = np.eye(len(degree)) - affinity / np.sqrt(np.outer(degree, degree))
+        vector = np.linalg.eigh(laplacian)[1][:, 1]
+        grid = (vector * np.sign(vector[np.argmax(np.abs(vector))]) > 0).reshape(geometry.grid)
+        return grid, mask_box(grid) if grid.any() else (0, 0, 1, 1)
+
+
+def test_a_third_party_patch_method_segments_in_the_workers(tmp_path):
+    import os
+
+    module = types.ModuleType("spectral_plugin")
+    module.harness_methods = hookimpl(lambda: [FiedlerSplit])
+    registry = Registry(autoload=True, extra=[(module, "tests")])
+    log = tmp_path / "segment-pids"
+    sequential, pipelined = _run_both(tmp_path, registry, method="fiedler-split", method_args={"log": str(log)},
+                                      posts=["gf"], backbone="effnet-lite0", **SYNTHETIC)
+    assert_same_run(sequential, pipelined)
+    pids = [int(line) for line in log.read_text().split()]
+    assert len(pids) == 14  # seven images, twice
+    assert set(pids[:7]) == {os.getpid()}  # --workers 0: in this process
+    assert os.getpid() not in pids[7:] and 1 <= len(set(pids[7:])) <= 2  # --workers 2: in the workers

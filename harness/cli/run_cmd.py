@@ -52,8 +52,8 @@ interrupted run resumes where it stopped.
         parser.add_argument("--workers", type=int, metavar="N",
                             help="worker processes for the per-image work (eigen solves, post chain, PNG and cache "
                                  "writes, evaluation) while this process runs the network; 0: everything in one "
-                                 "process, one image after another (default: the cores available); results are "
-                                 "identical for every N")
+                                 "process, one image after another (default: the cores left by the main process's "
+                                 "--threads, at least one); results are identical for every N")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def run(self, args: argparse.Namespace) -> int:
