@@ -208,3 +208,73 @@ def test_sbatch_scripts_carry_gpus_tasks_and_afterok_dependencies(tmp_path, monk
         "teacher": "running", "eval": "submitted", "baseline": "skipped"}
     assert (fake / "scancel.log").read_text().split() == ["102", "104"]
     assert "#SBATCH --dependency=afterok:103\n" in (fake / "105.sh").read_text()
+
+
+# ---- a whole suite through the submitit launcher (its local executor) --------------------------
+
+SUITE = """
+[defaults.run]
+device = "cpu"
+workers = 0
+
+[[train]]
+name = "train-sempart"
+method = "sempart"
+dataset = "synthetic"
+dataset_args = { count = 4, height = 40, width = 56 }
+backbone = "effnet-lite0"
+backbone_args = { stride = 8 }
+method_args = { image_size = 32 }
+epochs = 1
+batch_size = 2
+device = "cpu"
+
+[[run]]
+name = "sempart"
+method = "sempart"
+checkpoint_from = "train-sempart"
+dataset = "synthetic"
+dataset_args = { count = 4, height = 40, width = 56 }
+
+[[run]]
+name = "prior-gf"
+method = "center-prior"
+dataset = "synthetic"
+dataset_args = { count = 4, height = 40, width = 56 }
+post = ["gf"]
+"""
+
+
+@pytest.mark.slow
+def test_a_small_suite_runs_through_the_submitit_launcher_and_resumes(tmp_path, monkeypatch):
+    """Training, the run that evaluates its checkpoint (a Slurm-style dependency) and an
+    independent run, each a submitit job on the local executor; then the report; then a second
+    call submits nothing."""
+    import io
+
+    from harness.suites.plan import make_plan
+    from harness.suites.run import run_suite
+    from harness.suites.spec import load_suite
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    suite = tmp_path / "small.toml"
+    suite.write_text(SUITE)
+    out = tmp_path / "out"
+    options = {"executor": "local", "gpus_per_job": 0, "timeout_min": 10}
+    said = io.StringIO()
+    code = run_suite(make_plan(load_suite(str(suite)), out), launcher="slurm", launcher_options=options, stream=said)
+    assert code == 0, said.getvalue()
+    trained = out / "train" / "train-sempart" / "checkpoint_last.pt"
+    evaluated = _results(out / "runs", "sempart")
+    assert evaluated["spec"]["method_args"]["checkpoint"] == str(trained)
+    # the evaluation ran after its training had written the checkpoint it names
+    assert (out / "runs" / "sempart" / "results.json").stat().st_mtime_ns > trained.stat().st_mtime_ns
+    assert _results(out / "runs", "prior-gf")["metrics"]["n_images"] == 4
+    assert (out / "report.md").is_file() and "## Saliency" in (out / "report.md").read_text()
+    state = json.loads((out / "slurm" / STATE_FILE).read_text())
+    assert set(state["jobs"]) == {"train-sempart", "sempart", "prior-gf"}
+
+    again = io.StringIO()
+    assert run_suite(make_plan(load_suite(str(suite)), out), launcher="slurm", launcher_options=options,
+                     stream=again) == 0
+    assert "all 3 jobs are done, nothing to run" in again.getvalue()
