@@ -2,11 +2,12 @@
 
 Prints, from one process on the same images:
 - the ``gf`` plugin's CPU path (``GuidedFilter()(image, mask)``: uint8 image in, float32 mask
-  out) per image against ``cv2.ximgproc.guidedFilter`` on a ready float32 grey guide (ratio A)
-  and from the uint8 image with the guide's cv2 conversion counted (ratio B), with 1 thread for
-  OpenCV and torch (a pipelined runner's worker processes) and with the default threads, on a
-  binary and a soft uint8 mask / 255 (what the runner passes; the plugin's integer and float
-  paths) and on a float mask,
+  out; a numba kernel) per image against ``cv2.ximgproc.guidedFilter`` on a ready float32 grey
+  guide (ratio A) and from the uint8 image with the guide's cv2 conversion counted (ratio B), at
+  1 thread (a pipelined runner's worker processes), on a binary and a soft uint8 mask / 255
+  (what the runner passes) and a float mask; then the same in a runner-like loop over 60 ECSSD
+  images at their own sizes with a PNG encode between the (timed) filter calls; and the first
+  call's time in the process (numba import and the kernel's load from its disk cache),
 - GF time per 400x300 image, ours (torch) against ``cv2.ximgproc.guidedFilter`` (ratio),
 - GF throughput for a batch of 8 images (per image) against 8 OpenCV calls,
 - the same on CUDA when a GPU is there,
@@ -18,6 +19,7 @@ machine may be shared. Uses ECSSD images when ``--data-root`` (or ../shared/data
 random images otherwise.
 
     python benchmarks/bench_postprocess.py --repeats 30
+    python benchmarks/bench_postprocess.py --gf-only --repeats 1000 --loops 10
 """
 from __future__ import annotations
 
@@ -33,8 +35,9 @@ HEIGHT, WIDTH, BATCH = 300, 400, 8
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "ECSSD"
 
 
-def load_images(root: Path | None, count: int, seed: int = 0):
-    """``count`` RGB uint8 images at 300x400 and soft masks (blurred ground truth)."""
+def load_images(root: Path | None, count: int, seed: int = 0, native: bool = False):
+    """``count`` RGB uint8 images at 300x400 (or at their own size: ``native``) and soft masks
+    (blurred ground truth)."""
     import cv2
 
     from harness.imageio import list_images, read_image, read_mask
@@ -45,8 +48,10 @@ def load_images(root: Path | None, count: int, seed: int = 0):
         stems = [s for s in sorted(images) if s in masks][:count]
         out = []
         for stem in stems:
-            image = cv2.resize(read_image(images[stem]), (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA)
-            gt = cv2.resize(read_mask(masks[stem]).astype(np.float32) / 255, (WIDTH, HEIGHT))
+            image, gt = read_image(images[stem]), read_mask(masks[stem]).astype(np.float32) / 255
+            if not native:
+                image = cv2.resize(image, (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA)
+                gt = cv2.resize(gt, (WIDTH, HEIGHT))
             out.append((image, np.clip(cv2.GaussianBlur(gt, (0, 0), 6), 0, 1)))
         return out, f"ECSSD ({root})"
     rng = np.random.default_rng(seed)
@@ -72,6 +77,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", type=Path, default=DEFAULT_ROOT)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--gf-only", action="store_true", help="only the first section (the 'gf' plugin's CPU path)")
+    parser.add_argument("--loops", type=int, default=5, help="loops over the 60 images of the runner-like timing")
     parser.add_argument("--bs-images", type=int, default=8, help="images for the bilateral solver timing")
     parser.add_argument("--threads", type=int, help="CPU threads for both torch and OpenCV (default: theirs)")
     args = parser.parse_args()
@@ -122,23 +129,60 @@ def main() -> None:
         "float": m1,
     }
     default_threads = (torch.get_num_threads(), cv2.getNumThreads())
-    print("\n'gf' plugin CPU path (uint8 image -> float32 mask) vs cv2.ximgproc.guidedFilter, one 400x300 image;"
-          "\n  ratio A: plugin / ximgproc on a ready float32 guide; ratio B: plugin / ximgproc with the guide's"
-          "\n  conversion from the uint8 image (astype + cv2.transform) counted (goal <= 1):")
-    for label, threads in (("1 thread", (1, 1)), ("default threads", default_threads)):
-        torch.set_num_threads(threads[0])
-        cv2.setNumThreads(threads[1])
-        for kind, mask in kinds.items():
-            t = interleaved({
-                "opencv": lambda: cv2.ximgproc.guidedFilter(g1, mask, radius, eps),
-                "opencv+guide": lambda: ximgproc_from_uint8(image1, mask),
-                "plugin": lambda: plugin_gf(image1, mask),
-            }, max(args.repeats, 100))
-            print(f"  {label:15s} (torch {threads[0]}, OpenCV {threads[1]}) {kind:12s}: plugin {t['plugin'] * 1e3:6.3f} ms, "
-                  f"ximgproc {t['opencv'] * 1e3:6.3f} ms (+guide {t['opencv+guide'] * 1e3:6.3f} ms)   "
-                  f"ratio A {t['plugin'] / t['opencv']:.2f}, B {t['plugin'] / t['opencv+guide']:.2f}")
+    torch.set_num_threads(1)  # a pipelined runner's worker processes
+    cv2.setNumThreads(1)
+    start = time.perf_counter()
+    plugin_gf(image1, kinds["float"])
+    print(f"\n'gf' first call in this process (numba import + kernel load or compile): "
+          f"{(time.perf_counter() - start) * 1e3:.0f} ms")
+    print("\n'gf' plugin CPU path (uint8 image -> float32 mask) vs cv2.ximgproc.guidedFilter, 1 thread, one 400x300"
+          "\n  image; ratio A: plugin / ximgproc on a ready float32 guide; ratio B: plugin / ximgproc with the"
+          "\n  guide's conversion from the uint8 image (astype + cv2.transform) counted (goal: A <= 1):")
+    for kind, mask in kinds.items():
+        t = interleaved({
+            "opencv": lambda: cv2.ximgproc.guidedFilter(g1, mask, radius, eps),
+            "opencv+guide": lambda: ximgproc_from_uint8(image1, mask),
+            "plugin": lambda: plugin_gf(image1, mask),
+        }, max(args.repeats, 300))
+        print(f"  {kind:12s}: plugin {t['plugin'] * 1e3:6.3f} ms, ximgproc {t['opencv'] * 1e3:6.3f} ms "
+              f"(+guide {t['opencv+guide'] * 1e3:6.3f} ms)   ratio A {t['plugin'] / t['opencv']:.2f}, "
+              f"B {t['plugin'] / t['opencv+guide']:.2f}")
+
+    # runner-like: a different image every call, at its own size, with other memory traffic
+    # (the output's PNG encode, as the mask cache does) between the timed filter calls
+    runner_pairs, runner_source = load_images(args.data_root, 60, native=True)
+    print(f"\nrunner-like loop, 1 thread: {len(runner_pairs)} {runner_source.split(' (')[0]} images at their own size, "
+          f"a PNG encode of each output between calls, {args.loops} loops; median per call (ratio A, B):")
+    for kind in ("binary k/255", "soft k/255"):
+        times: dict[str, list[float]] = {"opencv": [], "opencv+guide": [], "plugin": []}
+        runs = {
+            "opencv": lambda image, guide, mask: cv2.ximgproc.guidedFilter(guide, mask, radius, eps),
+            "opencv+guide": lambda image, guide, mask: ximgproc_from_uint8(image, mask),
+            "plugin": lambda image, guide, mask: plugin_gf(image, mask),
+        }
+        inputs = []
+        for image, soft in runner_pairs:
+            mask = quantize_mask(soft > 0.5 if kind.startswith("binary") else soft).astype(np.float32) / 255.0
+            inputs.append((image, image_guide(image), mask))
+        for loop in range(args.loops + 1):
+            for i, (image, guide, mask) in enumerate(inputs):
+                order = list(runs.items())
+                order = order[i % 3:] + order[: i % 3]  # rotate who goes first
+                for name, fn in order:
+                    start = time.perf_counter()
+                    out = fn(image, guide, mask)
+                    elapsed = time.perf_counter() - start
+                    cv2.imencode(".png", quantize_mask(np.clip(out, 0, 1)))
+                    if loop:  # the first loop warms up
+                        times[name].append(elapsed)
+        med = {name: statistics.median(values) for name, values in times.items()}
+        print(f"  {kind:12s}: plugin {med['plugin'] * 1e3:6.3f} ms, ximgproc {med['opencv'] * 1e3:6.3f} ms "
+              f"(+guide {med['opencv+guide'] * 1e3:6.3f} ms)   ratio A {med['plugin'] / med['opencv']:.2f}, "
+              f"B {med['plugin'] / med['opencv+guide']:.2f}   (sums: A {sum(times['plugin']) / sum(times['opencv']):.2f})")
     torch.set_num_threads(default_threads[0])
     cv2.setNumThreads(default_threads[1])
+    if args.gf_only:
+        return
 
     with torch.no_grad():
         single = interleaved({
