@@ -81,8 +81,9 @@ def bottleneck_line(throughput: dict[str, Any]) -> str:
     place = throughput["bottleneck"]["place"]
     stage = throughput["bottleneck"]["stage"]
     record = throughput["places"][place]
-    where = {"loader": f"the loader ({record['parallelism']} threads", "main": "the main process (",
-             "workers": f"the worker pool ({record['parallelism']} processes"}[place]
+    count = record["parallelism"]
+    where = {"loader": f"the loader ({count} thread{'s' * (count != 1)}", "main": "the main process (",
+             "workers": f"the worker pool ({count} process{'es' * (count != 1)}"}[place]
     where += ", " if not where.endswith("(") else ""
     busy_stage = throughput["stages"][stage]["busy_s"]
     return (f"bottleneck: {where}{100 * record['utilisation']:.0f}% busy), mostly {STAGES[stage][1]} "

@@ -419,3 +419,18 @@ def test_a_third_party_patch_method_segments_in_the_workers(tmp_path):
     assert len(pids) == 14  # seven images, twice
     assert set(pids[:7]) == {os.getpid()}  # --workers 0: in this process
     assert os.getpid() not in pids[7:] and 1 <= len(set(pids[7:])) <= 2  # --workers 2: in the workers
+
+
+@pytest.mark.parametrize("workers, line", [
+    (1, "bottleneck: the worker pool (1 process, 78% busy), mostly the post chain (2.0 s of 3.1 s busy); "
+        "2.5 images/s"),
+    (0, "bottleneck: the main process (85% busy), mostly the post chain (2.0 s of 3.4 s busy); 2.5 images/s"),
+])
+def test_the_bottleneck_line_from_hand_computed_busy_seconds(workers, line):
+    from harness.throughput import bottleneck_line, summarize
+
+    busy = {"load_s": 0.1, "predict_device_s": 0.7, "predict_cpu_s": 1.0, "post_s": 2.0, "evaluate_s": 0.1}
+    # 4.5 s of image loop, 0.5 s of it setup (taken off the device stage's busy seconds and the wall)
+    throughput = summarize(busy, 4.5, 10, workers, loader_threads=workers, setup_s=0.5)
+    assert throughput["places"][throughput["bottleneck"]["place"]]["busy_s"] == (3.1 if workers else 3.4)
+    assert bottleneck_line(throughput) == line
