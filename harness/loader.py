@@ -5,6 +5,7 @@ handed across threads costs nothing, where a process would pickle every image tw
 """
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -40,18 +41,14 @@ def prefetch(load: Callable[[str], Any], ids: Sequence[str], threads: int, ahead
             yield timed(sample_id)
         return
     pool = ThreadPoolExecutor(threads, thread_name_prefix="harness-loader")
-    queued: deque[Future] = deque()
     source = iter(ids)
+    queued: deque[Future] = deque(pool.submit(timed, i) for i in itertools.islice(source, max(1, ahead)))
     try:
-        for sample_id in source:
-            queued.append(pool.submit(timed, sample_id))
-            if len(queued) >= max(1, ahead):
-                break
         while queued:
             sample = queued.popleft().result()
-            for sample_id in source:  # keep the look-ahead full
-                queued.append(pool.submit(timed, sample_id))
-                break
+            following = next(source, None)
+            if following is not None:  # keep the look-ahead full
+                queued.append(pool.submit(timed, following))
             yield sample
     finally:
         for future in queued:

@@ -198,6 +198,7 @@ class PredictStage:
         self.method_hash = stable_hash(identity)
         self.cache = MaskCache(cache_root, "masks")
         self.ready = False
+        self.setup_s = 0.0
         self.owner = f"method {method.name!r}"
 
     def key(self, sample: Sample) -> str:
@@ -214,7 +215,7 @@ class PredictStage:
     def setup_seconds(self) -> float:
         """Seconds spent setting the method up and loading its backbone (not per image)."""
         features = self.context.features
-        return getattr(self, "setup_s", 0.0) + (features.stats.get("load_s", 0.0) if features is not None else 0.0)
+        return self.setup_s + (features.stats["load_s"] if features is not None else 0.0)
 
     def lookup(self, samples: list[Sample]) -> list[tuple[str, tuple[np.ndarray, Any] | None]]:
         """``(key, (uint8 mask, box) or None)`` per sample: what the mask cache holds."""
@@ -243,20 +244,23 @@ class PredictStage:
             self.cache.put(key, *found)
         return found
 
-    def __call__(self, samples: list[Sample], stats: dict) -> list[tuple[str, np.ndarray, Any]]:
-        """``(key, uint8 mask, box)`` per sample, from the cache or the method (both stages here)."""
+    def stage(self, samples: list[Sample], stats: dict) -> list[tuple[str, tuple[np.ndarray, Any] | None, Any]]:
+        """``(key, cache hit or None, device-stage value or None)`` per sample: the lookups, then
+        the method's device stage on the misses (counted in ``stats``)."""
         looked = self.lookup(samples)
         missing = [j for j, (_, hit) in enumerate(looked) if hit is None]
+        staged = dict(zip(missing, self.device([samples[j] for j in missing]))) if missing else {}
         stats["n_cached"] += len(samples) - len(missing)
-        found = [hit for _, hit in looked]
-        if missing:
-            t0 = time.perf_counter()
-            staged = self.device([samples[j] for j in missing])
-            for j, value in zip(missing, staged):
-                found[j] = self.finish(samples[j], looked[j][0], value)
-            stats["n_computed"] += len(missing)
-            stats["predict_s"] += time.perf_counter() - t0
-        return [(key, *hit) for (key, _), hit in zip(looked, found)]
+        stats["n_computed"] += len(missing)
+        return [(key, hit, staged.get(j)) for j, (key, hit) in enumerate(looked)]
+
+    def __call__(self, samples: list[Sample], stats: dict) -> list[tuple[str, np.ndarray, Any]]:
+        """``(key, uint8 mask, box)`` per sample, from the cache or the method (both stages here)."""
+        t0 = time.perf_counter()
+        found = [(key, *(hit if hit is not None else self.finish(sample, key, staged)))
+                 for sample, (key, hit, staged) in zip(samples, self.stage(samples, stats))]
+        stats["predict_s"] += time.perf_counter() - t0
+        return found
 
 
 class PostStage:

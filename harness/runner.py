@@ -139,10 +139,9 @@ def default_threads(world: int = 1) -> int:
 
 
 def resolve_workers(workers: int | None, n_images: int, world: int = 1, threads: int | None = None) -> int:
-    """``--workers``: None -> the cores left to workers (this process's cores less its torch
-    ``threads``, at least one); never more than the images; 0 where processes cannot be forked."""
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
-        raise HarnessError(f"--workers {workers!r}: give 0 (everything in one process) or a number of processes")
+    """``--workers`` (checked by :class:`Runner`): None -> the cores left to workers (this
+    process's cores less its torch ``threads``, at least one); never more than the images; 0
+    where processes cannot be forked."""
     if workers is None:
         if not can_fork():
             return 0
@@ -197,6 +196,10 @@ class Runner:
             raise HarnessError(f"--limit {spec.limit}: give a positive number of images")
         if spec.batch_size < 1:
             raise HarnessError(f"--batch-size {spec.batch_size}: give a positive number")
+        if spec.workers is not None and (isinstance(spec.workers, bool) or not isinstance(spec.workers, int)
+                                         or spec.workers < 0):
+            raise HarnessError(f"--workers {spec.workers!r}: give 0 (everything in one process) or a number of "
+                               f"processes")
         if len(spec.post_args) not in (0, len(spec.posts)):
             raise HarnessError("--post-args: give one set per --post, in the same order")
         if spec.name is not None:
@@ -300,7 +303,6 @@ class Runner:
         self.method.check_inputs(ids)
         self._check_labels()
         device = resolve_device(spec.device)
-        resolve_workers(spec.workers, len(ids))  # a bad value is refused before any work
         info = distributed.init(device)
         device = distributed.local_device(device, info)
         progress = spec.progress if info.is_main else False
@@ -419,31 +421,21 @@ class Runner:
             load_s=round(busy["load_s"], 3),
             images_s=round(loop_s, 3),
         )
-        stats["setup_s"] = round(predict.setup_seconds(), 3)
-        stats["throughput"] = summarize(busy, loop_s, len(ids), workers, loader_threads, predict.setup_seconds())
+        setup_s = predict.setup_seconds()
+        stats["setup_s"] = round(setup_s, 3)
+        stats["throughput"] = summarize(busy, loop_s, len(ids), workers, loader_threads, setup_s)
         return stats
 
     def _image_work(self, samples, predict: PredictStage, stats: dict, busy: dict):
         """:class:`~harness.pipeline.ImageWork` per sample, in order: the mask cache's hit, or
         what the method's device stage returned (run here, on batches of ``--batch-size``)."""
-        batch: list = []
-        for sample in itertools.chain(samples, [None]):
-            if sample is not None:
-                batch.append(sample)
-                if len(batch) < self.spec.batch_size:
-                    continue
-            if not batch:
-                break
+        source = iter(samples)
+        while batch := list(itertools.islice(source, self.spec.batch_size)):
             t0 = time.perf_counter()
-            looked = predict.lookup(batch)
-            missing = [j for j, (_, hit) in enumerate(looked) if hit is None]
-            staged = dict(zip(missing, predict.device([batch[j] for j in missing]))) if missing else {}
+            staged = predict.stage(batch, stats)
             busy["predict_device_s"] += time.perf_counter() - t0
-            stats["n_cached"] += len(batch) - len(missing)
-            stats["n_computed"] += len(missing)
-            for j, (sample_j, (key, hit)) in enumerate(zip(batch, looked)):
-                yield ImageWork(sample_j, key, hit, staged.get(j))
-            batch = []
+            for sample, (key, hit, value) in zip(batch, staged):
+                yield ImageWork(sample, key, hit, value)
 
     def _plugins(self) -> list:
         return [self.dataset, self.method, *self.posts, *self.evaluators] + (
