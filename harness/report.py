@@ -434,10 +434,8 @@ def reference_table(runs: list[RunRecord], reference) -> str | None:
             lines.append([label, dataset_title(ref.dataset), ref.metric, MISSING, f"{ref.value:g}", MISSING])
             continue
         run = max(match, key=lambda r: r.results.get("created", ""))
-        value = run.metrics[ref.metric]
+        value, measured = _measured(run, ref.metric)
         digits = 1 if ref.metric == "corloc" else 3
-        interval = run.interval(ref.metric)
-        measured = f"{value:.{digits}f}" + (" " + format_interval(interval, digits=digits, estimate=False) if interval else "")
         lines.append([label, dataset_title(ref.dataset), ref.metric, measured, f"{ref.value:g}",
                       f"{value - ref.value:+.{digits}f}"])
     if not lines:
