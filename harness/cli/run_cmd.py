@@ -57,35 +57,11 @@ interrupted run resumes where it stopped.
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def run(self, args: argparse.Namespace) -> int:
-        from harness.options import parse_kv
         from harness.run_files import format_metrics_table
-        from harness.runner import RunSpec, run
+        from harness.runner import run
         from harness.throughput import bottleneck_line
 
-        spec = RunSpec(
-            method=args.method,
-            dataset=args.dataset,
-            posts=list(args.post),
-            post_args=[parse_kv(text, "--post-args") for text in args.post_args],
-            evaluators=args.evaluators,
-            data_root=args.data_root,
-            backbone=args.backbone,
-            weights=args.weights,
-            backbone_args=parse_kv(args.backbone_args, "--backbone-args"),
-            method_args=parse_kv(args.method_args, "--method-args"),
-            dataset_args=parse_kv(args.dataset_args, "--dataset-args"),
-            limit=args.limit,
-            seed=args.seed,
-            device=args.device,
-            batch_size=args.batch_size,
-            out=args.out,
-            name=args.name,
-            cache_dir=args.cache_dir,
-            progress=False if args.no_progress else None,
-            threads=args.threads,
-            protocol=args.protocol,
-            workers=args.workers,
-        )
+        spec = spec_from_args(args)
         result = run(spec)
         if not result.results:  # a non-zero rank under torchrun: rank 0 reports
             return 0
@@ -98,3 +74,35 @@ interrupted run resumes where it stopped.
         print(f"run directory: {result.run_dir}")
         print(bottleneck_line(result.results["throughput"]))
         return 0
+
+
+def spec_from_args(args: argparse.Namespace):
+    """The :class:`~harness.runner.RunSpec` of parsed ``harness run`` arguments (also what
+    ``harness suite`` compares with a finished run's recorded request)."""
+    from harness.options import parse_kv
+    from harness.runner import RunSpec
+
+    return RunSpec(
+        method=args.method,
+        dataset=args.dataset,
+        posts=list(args.post),
+        post_args=[parse_kv(text, "--post-args") for text in args.post_args],
+        evaluators=args.evaluators,
+        data_root=args.data_root,
+        backbone=args.backbone,
+        weights=args.weights,
+        backbone_args=parse_kv(args.backbone_args, "--backbone-args"),
+        method_args=parse_kv(args.method_args, "--method-args"),
+        dataset_args=parse_kv(args.dataset_args, "--dataset-args"),
+        limit=args.limit,
+        seed=args.seed,
+        device=args.device,
+        batch_size=args.batch_size,
+        out=args.out,
+        name=args.name,
+        cache_dir=args.cache_dir,
+        progress=False if args.no_progress else None,
+        threads=args.threads,
+        protocol=args.protocol,
+        workers=args.workers,
+    )

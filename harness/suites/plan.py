@@ -224,21 +224,10 @@ def _run_argv(v: dict[str, Any], root: str | None, runs: Path) -> list[str]:
 def run_request(argv: list[str]) -> dict[str, Any]:
     """The request ``harness run`` records in ``results.json`` (``spec``) for ``argv``."""
     from harness.cli import build_parser
-    from harness.options import parse_kv
-    from harness.runner import RunSpec, _spec_record
+    from harness.cli.run_cmd import spec_from_args
+    from harness.runner import _spec_record
 
-    args = build_parser().parse_args(argv)
-    spec = RunSpec(
-        method=args.method, dataset=args.dataset, posts=list(args.post),
-        post_args=[parse_kv(text, "--post-args") for text in args.post_args], evaluators=args.evaluators,
-        data_root=args.data_root, backbone=args.backbone, weights=args.weights,
-        backbone_args=parse_kv(args.backbone_args, "--backbone-args"),
-        method_args=parse_kv(args.method_args, "--method-args"),
-        dataset_args=parse_kv(args.dataset_args, "--dataset-args"), limit=args.limit, seed=args.seed,
-        device=args.device, batch_size=args.batch_size, out=args.out, name=args.name, cache_dir=args.cache_dir,
-        progress=False if args.no_progress else None, threads=args.threads, protocol=args.protocol,
-        workers=args.workers,
-    )
+    spec = spec_from_args(build_parser().parse_args(argv))
     return json.loads(json.dumps(_spec_record(spec), default=str))
 
 
