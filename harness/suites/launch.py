@@ -92,11 +92,9 @@ class LocalLauncher:
             output = io.StringIO()
             try:
                 with contextlib.redirect_stdout(output):  # the job's tables go to its log: one line per job here
-                    code = main(list(job.argv))
+                    code = exit_status(job.argv, main)
             except KeyboardInterrupt:
                 code = 130
-            except SystemExit as exc:  # argparse's usage error: a bug in the plan, reported as a failure
-                code = exc.code if isinstance(exc.code, int) else 2
             log = _write_log(suite_out, job.name, output.getvalue())
             if code == 0:
                 self._say(f"{tag} {job.kind:<6} {job.name}: done in {time.perf_counter() - started:.1f} s "
@@ -111,6 +109,17 @@ class LocalLauncher:
                 self._say(f"{tag} {job.kind:<6} {job.name}: FAILED (exit status {code}, "
                           f"after {time.perf_counter() - started:.1f} s)")
         return statuses
+
+
+def exit_status(argv, main: Callable[[list[str]], int] | None = None) -> int:
+    """The exit status of ``harness.cli.main(argv)``, argparse's ``SystemExit`` included (a usage
+    error in a job's arguments is a bug in the plan: a failure, not an exception)."""
+    if main is None:
+        from harness.cli import main
+    try:
+        return int(main(list(argv)) or 0)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
 
 
 def _write_log(suite_out: Path, name: str, text: str) -> Path:

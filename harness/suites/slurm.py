@@ -70,15 +70,11 @@ def run_harness(argv: Sequence[str]) -> int:
     In a job of more than one task, the torch distributed environment of this task is
     exported first (``harness.distributed`` reads it).
     """
-    export_torch_distributed()
-    from harness.cli import main
+    from harness.suites.launch import exit_status
 
+    export_torch_distributed()
     command = " ".join(["harness", *argv[:1]])
-    try:
-        status = main(list(argv))
-    except SystemExit as exc:  # argparse's usage errors and --help exit through SystemExit
-        code = exc.code
-        status = code if isinstance(code, int) else (0 if code is None else 2)
+    status = exit_status(argv)
     if status:
         raise RuntimeError(f"{command} exited with status {status}")
     return 0
