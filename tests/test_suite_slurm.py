@@ -15,6 +15,7 @@ pytest.importorskip("submitit")
 from harness.cli import main  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.suites.slurm import STATE_FILE, SlurmLauncher  # noqa: E402
+from suite_cases import SYNTH, TRAIN  # noqa: E402
 
 
 @dataclass
@@ -212,35 +213,12 @@ def test_sbatch_scripts_carry_gpus_tasks_and_afterok_dependencies(tmp_path, monk
 
 # ---- a whole suite through the submitit launcher (its local executor) --------------------------
 
-SUITE = """
-[defaults.run]
-device = "cpu"
-workers = 0
-
-[[train]]
-name = "train-sempart"
-method = "sempart"
-dataset = "synthetic"
-dataset_args = { count = 4, height = 40, width = 56 }
-backbone = "effnet-lite0"
-backbone_args = { stride = 8 }
-method_args = { image_size = 32 }
-epochs = 1
-batch_size = 2
-device = "cpu"
-
-[[run]]
-name = "sempart"
-method = "sempart"
-checkpoint_from = "train-sempart"
-dataset = "synthetic"
-dataset_args = { count = 4, height = 40, width = 56 }
-
+SUITE = TRAIN.replace("EPOCHS", "1") + f"""
 [[run]]
 name = "prior-gf"
 method = "center-prior"
 dataset = "synthetic"
-dataset_args = { count = 4, height = 40, width = 56 }
+{SYNTH}
 post = ["gf"]
 """
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -39,7 +38,7 @@ def _error(capsys, argv: list[str]) -> str:
 
 
 # ---- a small suite on the synthetic dataset (no data, seconds) ---------------------------
-SYNTH = 'dataset_args = { count = 4, height = 40, width = 56 }'
+from suite_cases import SYNTH, TRAIN  # noqa: E402  (shared with the Slurm launcher's test)
 SMALL = f"""
 [defaults.run]
 device = "cpu"
@@ -142,28 +141,6 @@ def test_an_interrupted_suite_resumes_without_redoing_finished_jobs(tmp_path, ca
     assert (out / "runs" / "prior" / "results.json").stat().st_mtime_ns == finished
 
 
-TRAIN = f"""
-[[train]]
-name = "train-sempart"
-method = "sempart"
-dataset = "synthetic"
-{SYNTH}
-backbone = "effnet-lite0"
-backbone_args = {{ stride = 8 }}
-method_args = {{ image_size = 32 }}
-epochs = EPOCHS
-batch_size = 2
-device = "cpu"
-
-[[run]]
-name = "sempart"
-method = "sempart"
-checkpoint_from = "train-sempart"
-dataset = "synthetic"
-{SYNTH}
-device = "cpu"
-workers = 0
-"""
 
 
 @pytest.mark.slow
@@ -373,7 +350,7 @@ def test_two_tricks_plan_lists_every_job_with_its_command_and_dependencies(tmp_p
     assert main(["suite", "plan", "two-tricks", "--out", str(tmp_path / "tt")]) == 0
     text = capsys.readouterr().out
     plan = make_plan(load_suite("two-tricks"), tmp_path / "tt")
-    assert len(plan.jobs) == 111 and f"suite two-tricks: 111 jobs (0 done, 111 to do)" in text
+    assert len(plan.jobs) == 111 and "suite two-tricks: 111 jobs (0 done, 111 to do)" in text
     for job in plan.jobs:
         assert f"    {job.command}\n    depends on: {', '.join(job.depends_on) or '-'}\n" in text
     # the paper's parameters (DESIGN.md)
@@ -430,12 +407,7 @@ def test_smoke_suite_runs_offline_resumes_and_reports_every_layout(shared_data, 
         assert heading in report, heading
     assert "![IoU by object size, ECSSD](report_figures/size_iou_ecssd.png)" in report
     assert (out / "report_figures" / "size_iou_ecssd.png").stat().st_size > 0
-    try:
-        import harness.published  # noqa: F401  (the measured-vs-published table comes with it)
-    except ImportError:
-        pass
-    else:
-        assert "## Reproduction: measured vs published" in report
+    assert "## Reproduction: measured vs published" in report
     for job in plan.jobs:
         if job.kind == "run":
             results = json.loads((job.output / "results.json").read_text())

@@ -11,15 +11,13 @@ and every missing folder is named at once.
 separated or repeated) *and whatever they depend on* that is not done, so the selection always
 runs; ``--dry-run`` prints what would run and runs nothing. The report is
 ``harness report OUT/runs -o OUT/report.md`` (every layout, figures beside it) with the suite's
-published ``reference`` when :mod:`harness.published` provides it; it is written again only
-when a run changed since.
+published ``reference`` (:mod:`harness.published`); it is written again only when a run
+changed since.
 """
 from __future__ import annotations
 
 import fnmatch
-import importlib
 import sys
-from pathlib import Path
 
 from harness.errors import HarnessError, name_some
 from harness.suites.launch import get_launcher
@@ -108,21 +106,12 @@ def print_plan(plan: Plan, jobs: list[Job], stream=None) -> None:
         print(f"data: {problem}", file=out)
 
 
-def _reference_args(plan: Plan, say) -> list[str]:
+def _reference_args(plan: Plan) -> list[str]:
     name = plan.suite.reference
-    if not name:
-        return []
-    try:
-        published = importlib.import_module("harness.published")
-        getattr(published, "load_reference")
-    except (ImportError, AttributeError):
-        say(f"warning: harness.published is not available, so the report leaves out the published numbers "
-            f"({name!r})")
-        return []
-    return ["--reference", name]
+    return ["--reference", name] if name else []
 
 
-def report_argv(plan: Plan, say=print) -> list[str]:
+def report_argv(plan: Plan) -> list[str]:
     """``harness report OUT/runs -o OUT/report.md ...`` for the suite."""
     options = plan.suite.report
     argv = ["report", str(plan.runs_dir), "-o", str(plan.report_path),
@@ -131,7 +120,7 @@ def report_argv(plan: Plan, say=print) -> list[str]:
         argv += ["--resamples", str(options["resamples"])]
     if options.get("intervals") is False:
         argv.append("--no-intervals")
-    return argv + _reference_args(plan, say)
+    return argv + _reference_args(plan)
 
 
 def _report_current(plan: Plan) -> bool:
@@ -194,7 +183,7 @@ def run_suite(plan: Plan, *, only: list[str] | None = None, dry_run: bool = Fals
         else:
             from harness.cli import main
 
-            code = main(report_argv(plan, say))
+            code = main(report_argv(plan))
             if code != 0:
                 say(f"suite {plan.suite.name}: the report failed (exit status {code})")
                 return code
